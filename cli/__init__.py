@@ -1,0 +1,1 @@
+"""fmplan's command-line interface (typer)."""

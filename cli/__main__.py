@@ -1,0 +1,4 @@
+"""`python -m cli` runs the fmplan command."""
+from cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Shipped presets: devices, clusters, models (YAML files read with importlib.resources)."""

@@ -1,0 +1,1 @@
+"""fmplan's cost model: FLOPs, memory, communication and pipeline formulas, and `estimate()`."""

@@ -1,0 +1,47 @@
+"""Alpha-beta collective costs and the placement of parallel groups on link tiers.
+
+Ring algorithms (Thakur, Rabenseifner & Gropp 2005; NCCL's ring): with n ranks and a buffer of
+S bytes, all-reduce moves 2(n-1)/n * S per rank in 2(n-1) steps; all-gather and reduce-scatter
+move (n-1)/n * S in n-1 steps (S is the full, gathered size); all-to-all moves (n-1)/n * S.
+Each step costs the tier's latency alpha; bytes cost 1/beta of the tier's achievable bandwidth.
+
+Placement (DESIGN.md): ranks are laid out tp innermost, then cp, dp, pp. A group of n ranks at
+stride `stride` stays inside a node when stride * n <= GPUs per node; otherwise it crosses nodes
+and runs at the inter-node tier (each GPU drives its own NIC, so that tier is per-GPU bandwidth).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from cost_models.hardware import Hardware, Link
+
+Collective = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p"]
+
+
+def group_link(hw: Hardware, size: int, stride: int) -> Link:
+    """The tier a group of `size` ranks at `stride` runs on: intra-node or inter-node."""
+    return hw.intra if stride * size <= hw.gpus_per_node else hw.inter
+
+
+def strides(tp: int, cp: int, dp: int) -> dict[str, int]:
+    """Rank stride of each group under tp-innermost placement (tp, cp, dp, pp)."""
+    return {"tp": 1, "cp": tp, "dp": tp * cp, "dpcp": tp, "pp": tp * cp * dp}
+
+
+def collective_time_s(kind: Collective, nbytes: float, size: int, link: Link) -> float:
+    """Time of one collective over `size` ranks; `nbytes` is the full (unsharded) buffer."""
+    if size <= 1 or nbytes <= 0:
+        return 0.0
+    n = size
+    if kind == "all_reduce":
+        return 2 * (n - 1) * link.latency_s + 2 * (n - 1) / n * nbytes / link.bandwidth_Bps
+    if kind in ("all_gather", "reduce_scatter", "all_to_all"):
+        return (n - 1) * link.latency_s + (n - 1) / n * nbytes / link.bandwidth_Bps
+    if kind == "p2p":
+        return link.latency_s + nbytes / link.bandwidth_Bps
+    raise ValueError(f"unknown collective {kind!r}")
+
+
+def exposed_s(comm_s: float, window_s: float) -> float:
+    """Part of a communication not hidden behind `window_s` of independent compute."""
+    return max(0.0, comm_s - window_s)

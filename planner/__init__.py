@@ -1,0 +1,1 @@
+"""fmplan's planner: input specs, strategies, the search and the emitters."""

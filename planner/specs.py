@@ -1,0 +1,173 @@
+"""Inputs split in three (as in Calculon): the model (application), the cluster (system) and,
+in `planner.strategy`, the execution strategy. All are frozen, keyword-only dataclasses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Precision = Literal["bf16", "fp16", "fp8"]
+Mlp = Literal["gelu", "swiglu"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoESpec:
+    """Mixture-of-experts block (kept open for expert parallelism; not yet costed)."""
+
+    routed_experts: int
+    """Number of routed experts per MoE layer."""
+    top_k: int
+    """Experts each token is routed to."""
+    expert_ffn_hidden: int
+    """FFN width of one expert."""
+    shared_experts: int = 0
+    """Experts every token goes through."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Architecture:
+    """A decoder-only transformer's shape."""
+
+    layers: int
+    """Transformer blocks (L)."""
+    hidden: int
+    """Model width (h)."""
+    heads: int
+    """Attention (query) heads (a)."""
+    kv_heads: int
+    """Key/value heads (g): = heads for MHA, 1 for MQA, in between for GQA."""
+    ffn_hidden: int
+    """MLP inner width (f)."""
+    vocab: int
+    """Vocabulary size (V)."""
+    mlp: Mlp = "gelu"
+    """gelu: h->f->h with two matrices; swiglu: gate and up (h->2f) then down (f->h)."""
+    tied_embeddings: bool = False
+    """Output layer shares the input embedding matrix."""
+    learned_positions: bool = False
+    """GPT-style learned position embeddings (s x h parameters) instead of RoPE."""
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    """Normalisation kind (layernorm has a bias vector)."""
+    linear_bias: bool = False
+    """Linear layers carry biases (GPT-2/3 style)."""
+    dropout: bool = False
+    """Dropout after attention/MLP (stores 1-byte masks; Llama-style models use none)."""
+    moe: MoESpec | None = None
+    """Mixture-of-experts block, or None for a dense model."""
+
+    @property
+    def head_dim(self) -> int:
+        """Per-head channels d = h / a."""
+        return self.hidden // self.heads
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of K (and of V): g * d."""
+        return self.kv_heads * self.head_dim
+
+
+@dataclass(frozen=True, kw_only=True)
+class Training:
+    """The training recipe."""
+
+    seq_len: int
+    """Tokens per sequence (s)."""
+    global_batch: int
+    """Sequences per optimizer step (B)."""
+    precision: Precision = "bf16"
+    """Compute precision of GEMMs and stored activations (fp8 GEMMs keep 16-bit activations)."""
+    optimizer: Literal["adam", "sgd"] = "adam"
+    """Optimizer: adam keeps two fp32 moments, sgd (with momentum) one."""
+    master_weights_fp32: bool = True
+    """Keep an fp32 master copy of the weights (mixed precision)."""
+    grads_fp32: bool = True
+    """Accumulate and reduce gradients in fp32 (Megatron's main_grad)."""
+    flash_attention: bool = True
+    """Fused (flash) attention: no s^2 tensors stored; causal blocks skipped."""
+
+    @property
+    def tokens_per_step(self) -> int:
+        """B * s."""
+        return self.global_batch * self.seq_len
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """A model to train: its name, architecture and training recipe."""
+
+    name: str
+    """Display name."""
+    arch: Architecture
+    """The network's shape."""
+    training: Training
+    """Sequence length, batch and precision."""
+    source: str = ""
+    """Where it was loaded from (file or preset name)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceSpec:
+    """One accelerator's datasheet numbers and default efficiencies (each cited in its YAML)."""
+
+    name: str
+    """Preset name, e.g. H100-SXM-80GB."""
+    peak_tflops: dict[str, float]
+    """Dense peak TFLOP/s per dtype (bf16, fp16, fp8, tf32, fp32); no sparsity."""
+    hbm_gib: float
+    """HBM capacity in GiB."""
+    hbm_bw_GBps: float
+    """HBM bandwidth in GB/s (datasheet)."""
+    gemm_efficiency: tuple[tuple[float, float], ...]
+    """(GEMM GFLOP, achievable fraction of peak) points; log-interpolated, clamped at the ends."""
+    attention_efficiency: tuple[float, float] = (0.55, 0.45)
+    """Achievable fraction of peak for fused attention (forward, backward)."""
+    hbm_efficiency: float = 0.8
+    """Achievable fraction of HBM bandwidth for streaming elementwise kernels."""
+    kernel_overhead_us: float = 4.0
+    """Fixed cost per kernel launch (host overhead, tail), in microseconds."""
+    reserved_gib: float = 1.0
+    """Memory the framework cannot use: CUDA context, NCCL and cuBLAS workspaces, in GiB."""
+    sources: tuple[str, ...] = ()
+    """Citations for the numbers above."""
+
+    def peak_flops(self, precision: str) -> float:
+        """Dense peak FLOP/s for `precision` (fp8 falls back to bf16 where the device lacks it)."""
+        tflops = self.peak_tflops.get(precision) or self.peak_tflops.get("bf16")
+        return tflops * 1e12
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterSpec:
+    """N nodes of G identical GPUs, with the links between them."""
+
+    name: str
+    """Preset or file name."""
+    nodes: int
+    """Number of nodes."""
+    gpus_per_node: int
+    """GPUs in one node."""
+    device: DeviceSpec
+    """The GPU."""
+    intra_node_bw_GBps: float
+    """Per-GPU unidirectional bandwidth inside a node (NVLink), GB/s."""
+    intra_node_latency_us: float = 3.0
+    """Per-hop latency inside a node, microseconds."""
+    inter_node_bw_GBps: float
+    """Per-GPU unidirectional bandwidth between nodes (its share of the NICs), GB/s."""
+    inter_node_latency_us: float = 8.0
+    """Per-hop latency between nodes, microseconds."""
+    collective_efficiency: float = 0.8
+    """Achievable fraction of link bandwidth for large NCCL collectives (bus bandwidth / link)."""
+    host_mem_gib: float = 1024.0
+    """Host (CPU) memory per node, GiB."""
+    host_device_bw_GBps: float = 25.0
+    """Host<->device copy bandwidth per GPU (PCIe, pinned), GB/s."""
+    host_adam_params_per_s: float = 2.0e9
+    """CPU Adam throughput per node (parameters updated per second)."""
+    sources: tuple[str, ...] = field(default=())
+    """Citations for the link numbers."""
+
+    @property
+    def gpus(self) -> int:
+        """Total GPUs N * G."""
+        return self.nodes * self.gpus_per_node
