@@ -101,8 +101,8 @@ class ModelSpec:
     """The network's shape."""
     training: Training
     """Sequence length, batch and precision."""
-    source: str = ""
-    """Where it was loaded from (file or preset name)."""
+    source: str = field(default="", compare=False)
+    """Where it was loaded from (file or preset name); not part of equality."""
 
 
 @dataclass(frozen=True, kw_only=True)

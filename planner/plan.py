@@ -1,0 +1,150 @@
+"""A Plan: the chosen strategy with the inputs it was made for, its predicted cost and how it was
+found. Saved as `plan.yaml`; emitters and `fmplan validate` read only this.
+
+The file embeds the full model and cluster mappings (not just preset names), so a saved plan can be
+re-emitted or validated on another machine. Writing is deterministic: same plan, same bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from planner.errors import InputError
+from planner.loading import cluster_from_mapping, model_from_mapping, read_mapping
+from planner.schema import Fields
+from planner.specs import ClusterSpec, DeviceSpec, ModelSpec
+from planner.strategy import Strategy
+
+PLAN_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """A strategy for a model on a cluster, with its prediction and provenance."""
+
+    model: ModelSpec
+    cluster: ClusterSpec
+    strategy: Strategy
+    """Fully resolved: stage_layers and stage_recompute set."""
+    predicted: dict[str, Any] = field(default_factory=dict)
+    """`CostBreakdown.to_dict()` of the strategy."""
+    solver: dict[str, Any] = field(default_factory=dict)
+    """status (optimal / gap / feasible), gap, backend, objective."""
+    search: dict[str, Any] = field(default_factory=dict)
+    """candidates enumerated, pruned by bound, ILPs solved, wall time."""
+    target: str = "any"
+    """Engine whose limits the search honoured."""
+
+    def digest(self) -> str:
+        """sha256 of the canonical model + cluster + target inputs (first 16 hex digits)."""
+        payload = json.dumps({"model": model_to_mapping(self.model),
+                              "cluster": cluster_to_mapping(self.cluster),
+                              "target": self.target}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def to_mapping(self) -> dict[str, Any]:
+        """A plain mapping for YAML/JSON."""
+        return {
+            "schema_version": PLAN_SCHEMA_VERSION,
+            "inputs_digest": self.digest(),
+            "target": self.target,
+            "strategy": strategy_to_mapping(self.strategy),
+            "predicted": _plain(self.predicted),
+            "solver": _plain(self.solver),
+            "search": _plain(self.search),
+            "model": model_to_mapping(self.model),
+            "cluster": cluster_to_mapping(self.cluster),
+        }
+
+    def write(self, path: Path) -> None:
+        """Write plan.yaml (deterministic key order and float formatting)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_mapping(), sort_keys=False, width=100))
+
+
+def load_plan(path: Path) -> Plan:
+    """Read a plan.yaml written by `Plan.write`."""
+    source = str(path)
+    data = read_mapping(path)
+    top = Fields(data, source=source, path="", allowed=[
+        "schema_version", "inputs_digest", "target", "strategy", "predicted", "solver", "search",
+        "model", "cluster"])
+    version = top.int("schema_version")
+    if version != PLAN_SCHEMA_VERSION:
+        raise InputError(f"plan schema version {version} is not supported "
+                         f"(this fmplan reads {PLAN_SCHEMA_VERSION})", source=source,
+                         key_path="schema_version", hint="re-run `fmplan solve` to regenerate it")
+    model = model_from_mapping(top.raw("model"), source=f"{source}#model")
+    cluster = cluster_from_mapping(top.raw("cluster"), source=f"{source}#cluster")
+    strategy = strategy_from_mapping(top.raw("strategy"), source=source)
+    strategy.validate(model, cluster)
+    return Plan(model=model, cluster=cluster, strategy=strategy, predicted=top.raw("predicted", {}),
+                solver=top.raw("solver", {}), search=top.raw("search", {}),
+                target=top.str("target", "any"))
+
+
+def strategy_to_mapping(st: Strategy) -> dict[str, Any]:
+    """Strategy fields as a plain mapping (tuples become lists)."""
+    out = {}
+    for f in fields(Strategy):
+        value = getattr(st, f.name)
+        if isinstance(value, tuple):
+            value = [list(v) if isinstance(v, tuple) else v for v in value]
+        out[f.name] = value
+    return out
+
+
+def strategy_from_mapping(data: Any, *, source: str) -> Strategy:
+    """Inverse of strategy_to_mapping, with key-path errors."""
+    names = [f.name for f in fields(Strategy)]
+    f = Fields(data, source=source, path="strategy", allowed=names)
+    values = {k: v for k, v in f.data.items() if v is not None}
+    if "stage_layers" in values:
+        values["stage_layers"] = tuple(int(v) for v in values["stage_layers"])
+    if "stage_recompute" in values:
+        values["stage_recompute"] = tuple((int(a), int(b)) for a, b in values["stage_recompute"])
+    try:
+        return Strategy(**values)
+    except TypeError as exc:
+        raise InputError(f"bad strategy: {exc}", source=source, key_path="strategy") from None
+
+
+def model_to_mapping(model: ModelSpec) -> dict[str, Any]:
+    """The model.yaml mapping that loads back to `model`."""
+    arch = asdict(model.arch)
+    if arch.get("moe") is None:
+        arch.pop("moe", None)
+    return {"name": model.name, "architecture": arch, "training": asdict(model.training)}
+
+
+def cluster_to_mapping(cluster: ClusterSpec) -> dict[str, Any]:
+    """The cluster.yaml mapping (device inline) that loads back to `cluster`."""
+    out = {f.name: getattr(cluster, f.name) for f in fields(ClusterSpec) if f.name != "device"}
+    out["gpu"] = _device_mapping(cluster.device)
+    out["sources"] = list(cluster.sources)
+    return out
+
+
+def _device_mapping(device: DeviceSpec) -> dict[str, Any]:
+    out = {f.name: getattr(device, f.name) for f in fields(DeviceSpec)}
+    out["gemm_efficiency"] = [list(p) for p in device.gemm_efficiency]
+    out["attention_efficiency"] = list(device.attention_efficiency)
+    out["sources"] = list(device.sources)
+    out["peak_tflops"] = dict(device.peak_tflops)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, floats rounded to 6 significant digits for stable, readable files."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    return value
