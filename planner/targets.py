@@ -70,5 +70,18 @@ class EngineLimits:
 
 
 ANY = EngineLimits(name="any")
-TARGETS: dict[str, EngineLimits] = {"any": ANY}
-"""Filled by the emitters (planner/emit/...) at import; `any` imposes nothing."""
+
+# Preliminary limits; each emitter (planner/emit/<engine>.py) owns and documents its engine's.
+MEGATRON = EngineLimits(
+    name="megatron", zero_stages=(0, 1), offload_params=False, mixed_recompute=False,
+    uniform_recompute_count=True, stage_split="first_last")
+DEEPSPEED = EngineLimits(
+    name="deepspeed", tensor_parallel=False, sequence_parallel=False, interleaved=False,
+    context_parallel=False, recompute_modes=("none", "full"), mixed_recompute=False,
+    uniform_recompute_count=True, stage_split="balanced")
+TORCHTITAN = EngineLimits(
+    name="torchtitan", zero_stages=(0, 2, 3), mixed_recompute=False, uniform_recompute_count=True)
+
+TARGETS: dict[str, EngineLimits] = {
+    "any": ANY, "megatron": MEGATRON, "deepspeed": DEEPSPEED, "torchtitan": TORCHTITAN}
+"""Engine name -> limits; `any` imposes nothing."""
