@@ -94,11 +94,16 @@ class CandidateTerms:
         return params
 
 
-def candidate_terms(model: ModelSpec, st: Strategy, hw: Hardware) -> CandidateTerms:
-    """Evaluate the split-independent cost terms of strategy `st` on hardware `hw`."""
+def candidate_terms(model: ModelSpec, st: Strategy, hw: Hardware, *,
+                    block: BlockTimes | None = None, edge: EdgeTimes | None = None) -> CandidateTerms:
+    """Evaluate the split-independent cost terms of strategy `st` on hardware `hw`.
+
+    `block` and `edge` may pass `block_times`/`edge_times` already computed for a strategy with
+    the same tp, cp, mbs, sp and overlap flags (the search caches them across candidates).
+    """
     arch, train = model.arch, model.training
     m = st.micro_batches(model)
-    block = block_times(model, st, hw)
+    block = block or block_times(model, st, hw)
     states = state_bytes_per_param(model, st)
     b_params = block_params(arch) / st.tp
     first = embedding_params(arch, train.seq_len, st.tp) / st.tp
@@ -141,7 +146,7 @@ def candidate_terms(model: ModelSpec, st: Strategy, hw: Hardware) -> CandidateTe
             "p2p", nbytes, 2, link_pp)
 
     return CandidateTerms(
-        micro_batches=m, block=block, edge=edge_times(model, st, hw),
+        micro_batches=m, block=block, edge=edge or edge_times(model, st, hw),
         acts=block_activations(model, st), states=states, block_params=b_params,
         first_params=first, last_params=last, in_flight=in_flight, extra_acts=extra,
         zero_block_fwd_s=zero_fwd, zero_block_bwd_s=zero_bwd,

@@ -1,0 +1,141 @@
+"""Lower bounds that let the search skip candidates without solving their ILP.
+
+Both time bounds bound the ILP's objective, which is `evaluate()`'s step time of the best split
+(planner/ilp.py), from below; the memory bound bounds the smallest peak memory over all splits.
+
+Notation (cost_models/estimate.py): stage i holds n_i blocks (sum n_i = L, n_i >= v), f_i fully
+and s_i selectively recomputed; its per-micro-batch time is
+    t_i = n_i c + f_i r_f + s_i r_s + e_i,        c = block fwd + bwd (+ exposed ZeRO traffic),
+with e_i the embedding/output-layer time on the first/last stage, r_f, r_s >= 0. The step is
+    T = sum_i t_i / v + (m - 1/v) max_i t_i + p2p + G + P + O
+with G, P >= 0 the exposed gradient reduction / parameter gather and O = max_i opt * params_i.
+"""
+from __future__ import annotations
+
+from cost_models import comm
+from cost_models.flops import block_params
+from cost_models.hardware import Hardware
+from cost_models.memory import ALLOCATOR_FRACTION, in_flight_microbatches, stage_extra_activations
+from cost_models.pipeline import p2p_transfers_on_critical_path
+from cost_models.terms import CandidateTerms
+from planner.specs import ModelSpec
+from planner.strategy import Strategy
+from planner.targets import EngineLimits
+
+
+def makespan_lower_bound_s(*, layers: int, pp: int, vpp: int, micro_batches: int,
+                           block_s: float, first_s: float, last_s: float) -> float:
+    """Lower bound of the pipeline makespan over all splits and recompute choices.
+
+    Proof. r_f, r_s >= 0 give t_i >= n_i c + e_i, so S := sum_i t_i >= L c + e_first + e_last.
+    max_i t_i >= S / pp (max >= mean), and max_i t_i >= t_0 >= v c + e_first (stage 0 holds at
+    least v blocks), likewise for the last stage. The makespan is S/v + (m - 1/v) max_i t_i with
+    both coefficients >= 0 (m >= 1 >= 1/v), so substituting the lower bounds of S and max_i t_i
+    bounds it from below. With pp = 1 the makespan is m t_0 = m S.
+    """
+    total = layers * block_s + first_s + last_s
+    if pp == 1:
+        return micro_batches * total
+    slowest = max(total / pp, vpp * block_s + first_s, vpp * block_s + last_s)
+    return total / vpp + (micro_batches - 1.0 / vpp) * slowest
+
+
+def step_lower_bound_s(terms: CandidateTerms, st: Strategy, layers: int) -> float:
+    """Lower bound of the ILP objective (step time) of one candidate with its terms.
+
+    Proof. The makespan part is `makespan_lower_bound_s` with c = block_none_s (which includes
+    the exposed per-block ZeRO traffic). p2p is a constant of the candidate. O = max_i opt*params_i
+    is at least its mean over stages and at least the first/last stage's value with v blocks.
+    G: with overlap, stage 0's exposed part is max(comm_0 - bwd_0, tail) >= tail with no upstream
+    slack, so G >= tail; without overlap G >= comm_0 = g * params_0 >= g * (first + v b).
+    P >= 0.
+    """
+    pp, v = st.pp, st.vpp
+    first_fwd, first_bwd = terms.edge_s(0, pp)
+    last_fwd, last_bwd = terms.edge_s(pp - 1, pp) if pp > 1 else (0.0, 0.0)
+    makespan = makespan_lower_bound_s(
+        layers=layers, pp=pp, vpp=v, micro_batches=terms.micro_batches,
+        block_s=terms.block_none_s, first_s=first_fwd + first_bwd, last_s=last_fwd + last_bwd)
+    bp = terms.block_params
+    total_params = layers * bp + terms.first_params + terms.last_params
+    first_params = v * bp + terms.first_params + (terms.last_params if pp == 1 else 0.0)
+    last_params = v * bp + terms.last_params
+    optimizer = terms.optimizer_s_per_param * max(total_params / pp, first_params, last_params)
+    if st.overlap_grad_reduce:
+        grad = terms.grad_tail_s
+    else:
+        grad = terms.grad_comm_s_per_param * first_params
+    return makespan + terms.p2p_s + optimizer + grad
+
+
+def cheapest_activation_bytes(terms: CandidateTerms, limits: EngineLimits) -> float:
+    """Smallest stored activation bytes per block over the recompute modes the target allows."""
+    a = terms.acts
+    by_mode = {"none": a.none, "selective": a.selective, "full": a.full}
+    return min(by_mode[mode] for mode in ("none", *limits.recompute_modes))
+
+
+def memory_lower_bound_bytes(terms: CandidateTerms, st: Strategy, layers: int,
+                             limits: EngineLimits) -> float:
+    """Lower bound of the smallest possible peak GPU memory over all splits and recompute.
+
+    Proof. Stage i's memory is (1 + alpha)(params_i * state + z3 + in_flight_i * stored_i +
+    transient_i + extra_i) with transient_i >= 0 and stored_i >= n_i * a_min, so it is at least
+    base_i + k_i n_i (linear, k_i > 0). Relaxing n_i to reals, min over splits of max_i of these
+    is the larger of the water level M with sum_i (M - base_i)/k_i = L (dropping n_i >= v only
+    lowers the minimum) and max_i (base_i + k_i v) (every stage holds at least v blocks).
+    """
+    pp, v = st.pp, st.vpp
+    scale = 1.0 + ALLOCATOR_FRACTION
+    state = terms.states.weights + terms.states.grads + terms.states.optimizer
+    a_min = cheapest_activation_bytes(terms, limits)
+    bases, slopes = [], []
+    for i in range(pp):
+        fixed = terms.stage_params(i, pp, 0) * state + terms.zero3_buffer_bytes + terms.extra_acts[i]
+        bases.append(scale * fixed)
+        slopes.append(scale * (terms.block_params * state + terms.in_flight[i] * a_min))
+    floor = max(b + k * v for b, k in zip(bases, slopes))
+    if min(slopes) <= 0:
+        return floor
+    level = (layers + sum(b / k for b, k in zip(bases, slopes))) / sum(1 / k for k in slopes)
+    return max(floor, level)
+
+
+def host_lower_bound_bytes(terms: CandidateTerms, st: Strategy, layers: int) -> float:
+    """Lower bound of the largest host bytes per GPU: the mean over stages (max >= mean)."""
+    total = layers * terms.block_params + terms.first_params + terms.last_params
+    return terms.states.host * total / st.pp
+
+
+def pipeline_p2p_s(model: ModelSpec, st: Strategy, hw: Hardware) -> float:
+    """`CandidateTerms.p2p_s` computed alone (cheap, for group bounds); the tests check that it
+    equals the terms' value, so a change in terms.py cannot silently weaken the bound."""
+    if st.pp == 1:
+        return 0.0
+    train = model.training
+    nbytes = st.mbs * (train.seq_len // st.cp) * model.arch.hidden * 2 / st.tp
+    link = comm.group_link(hw, st.pp, st.tp * st.cp * st.dp)
+    transfers = p2p_transfers_on_critical_path(st.pp, st.micro_batches(model), st.vpp)
+    return transfers * comm.collective_time_s("p2p", nbytes, 2, link)
+
+
+def group_memory_lower_bound_bytes(model: ModelSpec, outer: Strategy, *, state_bytes: float,
+                                   act_bytes: float) -> float:
+    """Lower bound of the peak memory of every member of a group (any ZeRO/offload, any split).
+
+    `state_bytes` is the smallest GPU state bytes per parameter over the members and `act_bytes`
+    the smallest stored bytes per block over the allowed recompute modes. Proof: stage i needs at
+    least (1 + alpha)(n_i b state + in_flight_i n_i act + extra_i) (embedding/head parameters, the
+    ZeRO-3 buffer and transients are >= 0). The max over stages is at least the mean, and
+    in_flight_i >= in_flight of the last stage (in-flight counts fall along the pipeline); it is
+    also at least stage 0's value with its minimum of v blocks.
+    """
+    pp, v, layers = outer.pp, outer.vpp, model.arch.layers
+    m = outer.micro_batches(model)
+    b = block_params(model.arch) / outer.tp
+    first_in, last_in = in_flight_microbatches(0, outer, m), in_flight_microbatches(pp - 1, outer, m)
+    first_extra = stage_extra_activations(model, outer, 0, first_in)
+    last_extra = stage_extra_activations(model, outer, pp - 1, last_in) if pp > 1 else 0.0
+    mean = (layers * b * state_bytes + layers * last_in * act_bytes + first_extra + last_extra) / pp
+    first = v * b * state_bytes + first_in * v * act_bytes + first_extra
+    return (1.0 + ALLOCATOR_FRACTION) * max(mean, first)

@@ -1,0 +1,136 @@
+"""The outer search space: small generators, one per strategy dimension (as in Calculon's
+`get_all_*` helpers), each applying that dimension's divisibility rules and the target engine's
+limits. `outer_candidates` combines them; the ILP later decides the per-stage layer split and
+recompute of each candidate.
+
+Every candidate passes `Strategy.validate` (checked by the tests), so the search never hands the
+cost model a strategy it would reject.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from planner.specs import ClusterSpec, ModelSpec
+from planner.strategy import Strategy, balanced_split
+from planner.targets import EngineLimits
+
+
+def divisors(n: int) -> list[int]:
+    """Positive divisors of n, ascending."""
+    small = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def world_sizes(cluster: ClusterSpec, allow_idle: bool) -> list[int]:
+    """GPU counts a plan may use: all of them, or with `allow_idle` whole nodes (1..nodes) and,
+    on a single node, any count up to its size. Ascending."""
+    if not allow_idle:
+        return [cluster.gpus]
+    sizes = set(range(cluster.gpus_per_node, cluster.gpus + 1, cluster.gpus_per_node))
+    if cluster.nodes == 1:
+        sizes |= set(range(1, cluster.gpus_per_node + 1))
+    return sorted(sizes)
+
+
+def tensor_parallel_degrees(model: ModelSpec, gpus_per_node: int, limits: EngineLimits) -> list[int]:
+    """tp within a node, dividing heads, kv_heads and ffn_hidden (no KV-head replication)."""
+    if not limits.tensor_parallel:
+        return [1]
+    a = model.arch
+    return [t for t in divisors(gpus_per_node)
+            if a.heads % t == 0 and a.kv_heads % t == 0 and a.ffn_hidden % t == 0]
+
+
+def context_parallel_degrees(model: ModelSpec, limits: EngineLimits) -> list[int]:
+    """cp with seq_len divisible by 2*cp (load-balanced causal chunks); 1 always."""
+    if not limits.context_parallel:
+        return [1]
+    seq = model.training.seq_len
+    return [1] + [c for c in divisors(seq // 2) if c > 1]
+
+
+def pipeline_degrees(model: ModelSpec, limits: EngineLimits) -> list[int]:
+    """pp from 1 to the number of layers (every stage holds at least one block)."""
+    if not limits.pipeline:
+        return [1]
+    layers = model.arch.layers
+    if limits.stage_split == "balanced":
+        return [p for p in range(1, layers + 1) if min(balanced_split(layers, p)) >= 1]
+    return list(range(1, layers + 1))
+
+
+def degree_splits(model: ModelSpec, world: int, gpus_per_node: int,
+                  limits: EngineLimits) -> Iterator[tuple[int, int, int, int]]:
+    """(dp, tp, pp, cp) with dp*tp*pp*cp = world and dp dividing the global batch."""
+    batch = model.training.global_batch
+    pps = set(pipeline_degrees(model, limits))
+    cps = context_parallel_degrees(model, limits)
+    for tp in tensor_parallel_degrees(model, gpus_per_node, limits):
+        if world % tp:
+            continue
+        for cp in cps:
+            if (world // tp) % cp:
+                continue
+            for pp in divisors(world // (tp * cp)):
+                dp = world // (tp * cp * pp)
+                if pp in pps and batch % dp == 0:
+                    yield dp, tp, pp, cp
+
+
+def micro_batch_sizes(model: ModelSpec, dp: int) -> list[int]:
+    """mbs dividing the per-replica batch global_batch / dp."""
+    return divisors(model.training.global_batch // dp)
+
+
+def virtual_stage_counts(model: ModelSpec, pp: int, micro_batches: int,
+                         limits: EngineLimits) -> list[int]:
+    """vpp: 1, or interleaved chunks when m % pp == 0 and every stage can hold vpp blocks."""
+    if pp == 1 or not limits.interleaved or micro_batches % pp:
+        return [1]
+    layers = model.arch.layers
+    most = min(balanced_split(layers, pp)) if limits.stage_split == "balanced" else layers // pp
+    return list(range(1, most + 1))
+
+
+def zero_stages(dp: int, cp: int, limits: EngineLimits) -> list[int]:
+    """ZeRO stages; with a shard group of one (dp*cp = 1) sharding is a no-op, so only 0 (and 3,
+    which parameter offload needs) are distinct."""
+    if dp * cp == 1:
+        return [z for z in limits.zero_stages if z in (0, 3)]
+    return list(limits.zero_stages)
+
+
+def offload_options(zero: int, limits: EngineLimits) -> list[tuple[bool, bool]]:
+    """(offload_optimizer, offload_params) pairs; parameters only under ZeRO-3."""
+    out = [(False, False)]
+    if limits.offload_optimizer:
+        out.append((True, False))
+    if zero == 3 and limits.offload_params:
+        out.append((False, True))
+        if limits.offload_optimizer:
+            out.append((True, True))
+    return out
+
+
+def sequence_parallel_options(model: ModelSpec, tp: int, cp: int, limits: EngineLimits) -> list[bool]:
+    """sp on and off when tp > 1 (both searched: the ILP, not an assumption, decides)."""
+    if tp == 1:
+        return [False]
+    seq_ok = (model.training.seq_len // cp) % tp == 0
+    return [True, False] if (limits.sequence_parallel and seq_ok) else [False]
+
+
+def outer_candidates(model: ModelSpec, cluster: ClusterSpec, limits: EngineLimits,
+                     allow_idle: bool = False) -> Iterator[Strategy]:
+    """Every outer strategy (no per-stage split or recompute yet), in a fixed order."""
+    for world in world_sizes(cluster, allow_idle):
+        for dp, tp, pp, cp in degree_splits(model, world, cluster.gpus_per_node, limits):
+            for mbs in micro_batch_sizes(model, dp):
+                m = model.training.global_batch // (dp * mbs)
+                for vpp in virtual_stage_counts(model, pp, m, limits):
+                    for sp in sequence_parallel_options(model, tp, cp, limits):
+                        for zero in zero_stages(dp, cp, limits):
+                            for off_opt, off_params in offload_options(zero, limits):
+                                yield Strategy(dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, mbs=mbs,
+                                               zero=zero, sp=sp, offload_optimizer=off_opt,
+                                               offload_params=off_params)
