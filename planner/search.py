@@ -178,7 +178,9 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
             open_bounds.append(ilp.bound * _weight(model, st, options))
         if ilp.stages:
             ranked = _rank(model, hw, st, terms, ilp, options)
-            key = (float(f"{ranked.objective:.12g}"), ranked.cost.peak_memory_bytes, order)
+            # Ties: prefer fewer offloads, a lower ZeRO stage, then less memory.
+            key = (float(f"{ranked.objective:.12g}"), st.offload_optimizer + st.offload_params,
+                   st.zero, ranked.cost.peak_memory_bytes, order)
             layout = _layout(st)
             if layout not in found or key < found[layout][0]:
                 found[layout] = (key, ranked)

@@ -22,14 +22,11 @@ def divisors(n: int) -> list[int]:
 
 
 def world_sizes(cluster: ClusterSpec, allow_idle: bool) -> list[int]:
-    """GPU counts a plan may use: all of them, or with `allow_idle` whole nodes (1..nodes) and,
-    on a single node, any count up to its size. Ascending."""
+    """GPU counts a plan may use: all of them, or with `allow_idle` any whole number of nodes
+    (a plan is launched on whole nodes, and its plan.yaml names that many). Ascending."""
     if not allow_idle:
         return [cluster.gpus]
-    sizes = set(range(cluster.gpus_per_node, cluster.gpus + 1, cluster.gpus_per_node))
-    if cluster.nodes == 1:
-        sizes |= set(range(1, cluster.gpus_per_node + 1))
-    return sorted(sizes)
+    return list(range(cluster.gpus_per_node, cluster.gpus + 1, cluster.gpus_per_node))
 
 
 def tensor_parallel_degrees(model: ModelSpec, gpus_per_node: int, limits: EngineLimits) -> list[int]:

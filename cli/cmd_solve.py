@@ -1,0 +1,93 @@
+"""`fmplan solve`: the fastest plan that fits (certified under the cost model), its runners-up,
+plan.yaml and, with a target engine, its launch files."""
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cli.options import ClusterOpt, JsonOpt, ModelArg, NodesOpt, ProfileOpt, load_inputs
+from cli.render_solve import outcome_payload, render_solve
+from cost_models.hardware import from_cluster
+from planner.errors import EnvironmentProblem, InputError
+from planner.presets import DEFAULT_CLUSTER
+from planner.search import SearchOptions
+from planner.solve import solve, solve_deadline
+from planner.targets import TARGETS
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command("solve")(solve_command)
+
+
+def solve_command(
+    model: ModelArg,
+    cluster: ClusterOpt = None,
+    nodes: NodesOpt = None,
+    profile: ProfileOpt = None,
+    target: Annotated[str, typer.Option("--target", help="megatron, deepspeed, torchtitan or any.")] = "any",
+    top: Annotated[int, typer.Option("--top", min=0, help="Runners-up to show (each proven).")] = 3,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write DIR/plan.yaml (and launch files).")] = None,
+    time_limit: Annotated[float, typer.Option("--time-limit", min=0.1, help="Search budget in seconds; the gap is reported when hit.")] = 120.0,
+    solver: Annotated[str, typer.Option("--solver", help="highs (in-process) or cbc.")] = "highs",
+    objective: Annotated[str, typer.Option("--objective", help="time (step time) or cost (GPU-hours for --tokens).")] = "time",
+    tokens: Annotated[Optional[float], typer.Option("--tokens", help="Training tokens (for cost and --deadline).")] = None,
+    deadline: Annotated[Optional[float], typer.Option("--deadline", help="Hours: fewest nodes that train --tokens in time.")] = None,
+    allow_idle: Annotated[bool, typer.Option("--allow-idle", help="Allow plans on fewer whole nodes than the cluster has.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the fastest parallel plan that fits, certified optimal under the cost model.
+
+    Without --cluster the default cluster preset (dgx-h100-8n: 8 DGX H100 nodes) is used.
+    """
+    if target not in TARGETS:
+        raise InputError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if solver not in ("highs", "cbc"):
+        raise InputError(f"--solver must be highs or cbc, got {solver!r}")
+    if objective not in ("time", "cost"):
+        raise InputError(f"--objective must be time or cost, got {objective!r}")
+    model_spec, cluster_spec = load_inputs(model, cluster or DEFAULT_CLUSTER, nodes)
+    hardware = from_cluster(cluster_spec)
+    if profile is not None:
+        from cost_models.profile_format import apply_profile
+        hardware = apply_profile(hardware, profile, cluster_spec)
+    options = SearchOptions(limits=TARGETS[target], objective=objective, tokens=tokens or 0.0,
+                            top_k=top, time_limit_s=time_limit, solver=solver, allow_idle=allow_idle)
+    if deadline is not None:
+        outcome = solve_deadline(model_spec, cluster_spec, hardware, options, deadline, target)
+    else:
+        outcome = solve(model_spec, cluster_spec, hardware, options, target)
+    written = _write(outcome.plan, target, out) if out is not None else []
+    if as_json:
+        payload = outcome_payload(outcome)
+        payload["files"] = [str(p) for p in written]
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True))
+    else:
+        render_solve(outcome, written)
+
+
+def _write(plan, target: str, out_dir: Path) -> list[Path]:
+    """plan.yaml, then the target engine's launch files when the emitters are installed."""
+    plan_path = out_dir / "plan.yaml"
+    plan.write(plan_path)
+    written = [plan_path]
+    if target == "any":
+        return written
+    try:
+        emit_module = importlib.import_module("planner.emit")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("planner.emit",):
+            raise
+        raise EnvironmentProblem(
+            f"plan.yaml written to {plan_path}, but this fmplan has no emitters (planner.emit) "
+            f"to write {target} launch files",
+            ) from None
+    emit = getattr(emit_module, "emit", None)
+    if emit is None:
+        raise EnvironmentProblem("planner.emit has no emit(plan, target, out_dir) function")
+    written += list(emit(plan, target, out_dir))
+    return written
