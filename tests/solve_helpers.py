@@ -1,0 +1,60 @@
+"""Small instances for the solve tests, and a brute-force reference through `evaluate()`."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+from cost_models.estimate import evaluate
+from cost_models.hardware import from_cluster
+from cost_models.terms import candidate_terms
+from planner.loading import load_cluster
+from planner.space import outer_candidates
+from planner.specs import Architecture, ModelSpec, Training
+from planner.strategy import StageLayers
+
+
+def tiny_model(layers: int = 4, hidden: int = 512, seq: int = 128, batch: int = 8) -> ModelSpec:
+    """A Llama-shaped model small enough to enumerate every strategy."""
+    arch = Architecture(layers=layers, hidden=hidden, heads=8, kv_heads=4, ffn_hidden=4 * hidden,
+                        vocab=4096, mlp="swiglu", norm="rmsnorm")
+    return ModelSpec(name="tiny", arch=arch, training=Training(seq_len=seq, global_batch=batch))
+
+
+def small_cluster(gpus: int = 4):
+    """One node with `gpus` H100s."""
+    return replace(load_cluster("dgx-h100", nodes=1), gpus_per_node=gpus)
+
+
+def stage_options(n: int, limits):
+    """Every (full, selective) recompute count pair for a stage of n blocks."""
+    full_ok = "full" in limits.recompute_modes
+    sel_ok = "selective" in limits.recompute_modes
+    return [(f, s) for f in range(n + 1) for s in range(n + 1 - f)
+            if (f == 0 or full_ok) and (s == 0 or sel_ok)]
+
+
+def splits(layers: int, pp: int, vpp: int):
+    """Every composition of `layers` into pp parts of at least vpp."""
+    for cut in itertools.product(range(vpp, layers + 1), repeat=pp - 1):
+        last = layers - sum(cut)
+        if last >= vpp:
+            yield (*cut, last)
+
+
+def brute_force(model, cluster, hw, limits):
+    """(best step time, strategy, split) over every candidate, split and recompute that fits."""
+    best = (float("inf"), None, None)
+    for st in outer_candidates(model, cluster, limits):
+        terms = candidate_terms(model, st, hw)
+        for split in splits(model.arch.layers, st.pp, st.vpp):
+            for choice in itertools.product(*(stage_options(n, limits) for n in split)):
+                stages = [StageLayers(n, f, s) for n, (f, s) in zip(split, choice)]
+                cost = evaluate(model, st, hw, terms, stages)
+                if cost.fits and cost.step_time_s < best[0]:
+                    best = (cost.step_time_s, st, stages)
+    return best
+
+
+def hardware_with_capacity(cluster, capacity_bytes: float):
+    """The cluster's hardware with a different usable HBM capacity."""
+    return replace(from_cluster(cluster), capacity_bytes=capacity_bytes)

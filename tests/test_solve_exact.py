@@ -1,0 +1,63 @@
+"""solve's best equals brute force over every strategy (outer candidate x split x recompute),
+evaluated through `evaluate()`: memory not binding, binding, infeasible, and under a target."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from cost_models.hardware import from_cluster
+from planner.search import SearchOptions, search
+from planner.targets import ANY, MEGATRON
+from solve_helpers import brute_force, hardware_with_capacity, small_cluster, tiny_model
+
+REL = 1e-6
+
+
+def _instances():
+    rng = random.Random(7)
+    return [tiny_model(layers=rng.choice([3, 4, 5]), hidden=rng.choice([256, 512]),
+                       seq=rng.choice([64, 128]), batch=rng.choice([4, 8])) for _ in range(2)]
+
+
+def _check(model, cluster, hw, limits=ANY):
+    want, _, _ = brute_force(model, cluster, hw, limits)
+    got = search(model, cluster, hw, SearchOptions(limits=limits, top_k=0))
+    if want == float("inf"):
+        assert got.best is None and got.status == "infeasible"
+        return None
+    assert got.status == "optimal"
+    assert got.best.cost.fits
+    assert got.best.objective == pytest.approx(want, rel=REL)
+    assert not limits.violations(got.best.strategy, model)
+    return got
+
+
+@pytest.mark.parametrize("model", _instances(), ids=["a", "b"])
+def test_memory_not_binding(model):
+    cluster = small_cluster()
+    _check(model, cluster, from_cluster(cluster))
+
+
+@pytest.mark.parametrize("model", _instances(), ids=["a", "b"])
+def test_memory_binding(model):
+    cluster = small_cluster()
+    free = _check(model, cluster, from_cluster(cluster))
+    capacity = 0.6 * free.best.cost.peak_memory_bytes
+    hw = hardware_with_capacity(cluster, capacity)
+    got = _check(model, cluster, hw)
+    assert got is not None, "capacity chosen so that something still fits"
+    assert got.best.cost.peak_memory_bytes <= capacity
+    assert got.best.objective >= free.best.objective
+
+
+def test_infeasible():
+    model, cluster = tiny_model(), small_cluster()
+    assert _check(model, cluster, hardware_with_capacity(cluster, 1e6)) is None
+
+
+def test_megatron_target_limits():
+    model, cluster = tiny_model(layers=4), small_cluster()
+    free = _check(model, cluster, from_cluster(cluster))
+    hw = hardware_with_capacity(cluster, 0.6 * free.best.cost.peak_memory_bytes)
+    _check(model, cluster, hw, MEGATRON)
