@@ -22,7 +22,7 @@ from planner.strategy import StageLayers, Strategy, balanced_split
 from planner.targets import EngineLimits
 
 Solver = Literal["highs", "cbc"]
-Status = Literal["optimal", "feasible", "infeasible", "unsolved"]
+Status = Literal["optimal", "feasible", "infeasible", "unsolved", "cutoff"]
 MIP_REL_GAP = 1e-7
 """Relative gap at which a branch-and-bound run counts as optimal (HiGHS/CBC stop there)."""
 _MEMORY_MARGIN = 1e-9
@@ -36,7 +36,8 @@ class IlpResult:
 
     status: Status
     """optimal (within MIP_REL_GAP), feasible (time limit hit with a solution), infeasible (no
-    split fits: proven), unsolved (time limit hit without a solution)."""
+    split fits: proven), unsolved (time limit hit without a solution), cutoff (no split beats
+    the cutoff)."""
     stages: tuple[StageLayers, ...] = ()
     """The chosen split (empty unless optimal or feasible)."""
     objective: float = float("inf")
@@ -47,11 +48,14 @@ class IlpResult:
 
 def solve_split(terms: CandidateTerms, st: Strategy, layers: int, *, capacity_bytes: float,
                 host_capacity_bytes: float, limits: EngineLimits, objective: str = "time",
-                time_limit_s: float = 60.0, solver: Solver = "highs") -> IlpResult:
+                time_limit_s: float = 60.0, solver: Solver = "highs",
+                cutoff: float = float("inf")) -> IlpResult:
     """Build and solve the program for candidate `st` (outer fields only).
 
     objective="time" minimises the step time subject to memory; "memory" minimises the peak
-    GPU memory (used to explain infeasibility) with no capacity row.
+    GPU memory (used to explain infeasibility) with no capacity row. With a finite `cutoff`
+    (seconds) HiGHS prunes every branch that cannot beat it; a candidate with nothing below the
+    cutoff comes back as status "cutoff".
     """
     pp, v, m = st.pp, st.vpp, terms.micro_batches
     big_n = layers - v * (pp - 1)
@@ -112,9 +116,13 @@ def solve_split(terms: CandidateTerms, st: Strategy, layers: int, *, capacity_by
             prob += expr["params"][i] * terms.states.host / host_capacity_bytes <= 1.0 - _MEMORY_MARGIN
 
     _add_target_limits(prob, limits, st, layers, n, f, s, big_n)
-    status = _run(prob, solver, time_limit_s)
     unit = time_unit if objective == "time" else mem_unit
-    return _result(prob, status, n, f, s, unit)
+    cmd = _run(prob, solver, time_limit_s, cutoff / unit)
+    result = _result(prob, cmd, n, f, s, unit)
+    if cutoff < float("inf") and (result.objective >= cutoff or
+                                  (result.status == "infeasible" and solver == "highs")):
+        return IlpResult(status="cutoff", bound=cutoff)
+    return result
 
 
 def _stage_expressions(terms: CandidateTerms, st: Strategy, n, f, s) -> dict[str, list]:
@@ -190,13 +198,15 @@ def _add_target_limits(prob, limits: EngineLimits, st: Strategy, layers: int, n,
             prob += s[i] <= big_n * (1 - full_mode)
 
 
-def _run(prob: pulp.LpProblem, solver: Solver, time_limit_s: float):
+def _run(prob: pulp.LpProblem, solver: Solver, time_limit_s: float, cutoff: float):
     """Solve with a time limit and gap; return the solver command (for the dual bound)."""
     limit = max(time_limit_s, 0.01)
     if solver == "highs":
         silence_highs_banner()
+        extra = {"objective_bound": cutoff} if cutoff < float("inf") else {}
         cmd = pulp.HiGHS(msg=False, timeLimit=limit, gapRel=MIP_REL_GAP, threads=1,
-                         mip_feasibility_tolerance=1e-10, primal_feasibility_tolerance=1e-10)
+                         mip_feasibility_tolerance=1e-10, primal_feasibility_tolerance=1e-10,
+                         **extra)
     elif solver == "cbc":
         cmd = pulp.PULP_CBC_CMD(msg=False, timeLimit=limit, gapRel=MIP_REL_GAP, threads=1,
                                 options=["primalT 1e-10", "integerT 1e-10"])
@@ -210,8 +220,13 @@ def _run(prob: pulp.LpProblem, solver: Solver, time_limit_s: float):
 
 
 def _result(prob: pulp.LpProblem, cmd, n, f, s, unit: float) -> IlpResult:
-    """Read sol_status (CBC reports status Optimal when it stops on the time limit)."""
+    """Read sol_status (CBC reports status Optimal when it stops on the time limit; PuLP maps a
+    HiGHS time limit to "integer feasible" even without a solution, so ask HiGHS directly)."""
     sol = prob.sol_status
+    model = getattr(prob, "solverModel", None)
+    if model is not None and sol == pulp.LpSolutionIntegerFeasible:
+        if model.getInfo().primal_solution_status != 2:  # kSolutionStatusFeasible
+            sol = pulp.LpSolutionNoSolutionFound
     if sol == pulp.LpSolutionInfeasible or prob.status == pulp.LpStatusInfeasible:
         return IlpResult(status="infeasible", bound=float("inf"))
     if sol not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):

@@ -29,6 +29,7 @@ from planner.bounds import (group_memory_lower_bound_bytes, host_lower_bound_byt
                             makespan_lower_bound_s, memory_lower_bound_bytes, pipeline_p2p_s,
                             step_lower_bound_s)
 from planner.ilp import MIP_REL_GAP, IlpResult, Solver, solve_split
+from planner.strong_bound import strong_step_lower_bound_s
 from planner.space import (degree_splits, micro_batch_sizes, offload_options,
                            sequence_parallel_options, virtual_stage_counts, world_sizes,
                            zero_stages)
@@ -77,13 +78,15 @@ class SearchStats:
     pruned_by_memory: int = 0
     ilps_solved: int = 0
     ilps_infeasible: int = 0
+    ilps_cut_off: int = 0
+    """ILPs whose every split was pruned by the incumbent inside the solver."""
     wall_s: float = 0.0
 
     def to_dict(self, with_wall: bool) -> dict[str, Any]:
         """Plain mapping; `with_wall` adds the (non-deterministic) wall time."""
         out = {"candidates": self.candidates, "pruned_by_bound": self.pruned_by_bound,
                "pruned_by_memory": self.pruned_by_memory, "ilps_solved": self.ilps_solved,
-               "ilps_infeasible": self.ilps_infeasible}
+               "ilps_infeasible": self.ilps_infeasible, "ilps_cut_off": self.ilps_cut_off}
         if with_wall:
             out["wall_s"] = self.wall_s
         return out
@@ -162,17 +165,31 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
                     stats.pruned_by_memory += 1
                     continue
                 refined = step_lower_bound_s(terms, st, model.arch.layers) * _weight(model, st, options)
-                heapq.heappush(heap, (max(bound, refined), order, (st, terms)))
+                heapq.heappush(heap, (max(bound, refined), order, (st, terms, False)))
                 order += 1
             continue
-        st, terms = item
+        st, terms, strong = item
+        weight = _weight(model, st, options)
+        if not strong:
+            # Level 4: the stronger bound (memory-forced recompute, first-stage DP traffic).
+            tight = strong_step_lower_bound_s(terms, st, model.arch.layers, hw.capacity_bytes,
+                                              options.limits) * weight
+            if tight == float("inf"):
+                stats.pruned_by_memory += 1
+            else:
+                heapq.heappush(heap, (max(bound, tight), order, (st, terms, True)))
+                order += 1
+            continue
         remaining = options.time_limit_s - (time.perf_counter() - start)
         ilp = solve_split(terms, st, model.arch.layers, capacity_bytes=hw.capacity_bytes,
                           host_capacity_bytes=hw.host_mem_bytes_per_gpu, limits=options.limits,
-                          time_limit_s=remaining, solver=options.solver)
+                          time_limit_s=remaining, solver=options.solver, cutoff=limit / weight)
         stats.ilps_solved += 1
         if ilp.status == "infeasible":
             stats.ilps_infeasible += 1
+            continue
+        if ilp.status == "cutoff":
+            stats.ilps_cut_off += 1
             continue
         if ilp.status != "optimal":
             open_bounds.append(ilp.bound * _weight(model, st, options))
