@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cost_models.block import block_times, edge_times
@@ -24,7 +24,9 @@ from cost_models.breakdown import CostBreakdown
 from cost_models.estimate import evaluate
 from cost_models.hardware import Hardware
 from cost_models.terms import candidate_terms
-from cost_models.memory import block_activations, state_bytes_per_param
+from cost_models.flops import block_params
+from cost_models.memory import (ALLOCATOR_FRACTION, StateBytes, block_activations,
+                                state_bytes_per_param)
 from planner.bounds import (group_memory_lower_bound_bytes, host_lower_bound_bytes,
                             makespan_lower_bound_s, memory_lower_bound_bytes, pipeline_p2p_s,
                             step_lower_bound_s)
@@ -149,18 +151,27 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
             break
         bound, _, item = heapq.heappop(heap)
         if isinstance(item, _Group) and not item.checked:
-            # Level 2: add the pipeline p2p time; drop the group if no member can fit.
-            if _group_memory_bound(model, item.outer, cache) > hw.capacity_bytes:
+            # Level 2: the strong bound of a "floor" candidate that is at most as costly as
+            # every member; drop the group if no member can fit.
+            floor_bound = float("inf")
+            if _group_memory_bound(model, item.outer, cache) <= hw.capacity_bytes:
+                floor_bound = strong_step_lower_bound_s(
+                    _floor_terms(model, hw, item.outer, cache), item.outer, model.arch.layers,
+                    hw.capacity_bytes, options.limits) * _weight(model, item.outer, options)
+            if floor_bound == float("inf"):
                 stats.pruned_by_memory += item.members
                 continue
             item.checked = True
-            p2p = pipeline_p2p_s(model, item.outer, hw) * _weight(model, item.outer, options)
-            heapq.heappush(heap, (bound + p2p, order, item))
+            heapq.heappush(heap, (max(bound, floor_bound), order, item))
             order += 1
             continue
         if isinstance(item, _Group):
             # Level 3: the members, each with its terms, refined bound and memory bound.
-            for st, terms in _members(model, hw, item, cache, options):
+            for st in _member_strategies(item, options):
+                if _states_cannot_fit(model, st, hw):
+                    stats.pruned_by_memory += 1
+                    continue
+                terms = _member_terms(model, hw, st, cache)
                 if _member_cannot_fit(terms, st, model.arch.layers, hw, options, result):
                     stats.pruned_by_memory += 1
                     continue
@@ -258,18 +269,23 @@ class _Cache:
                                  edge_times(self.model, probe, self.hw), act_min)
         return self._shapes[key]
 
-    def min_state_bytes(self, dp: int, cp: int) -> float:
-        """Smallest GPU state bytes per parameter over the ZeRO/offload members."""
+    def min_state_parts(self, dp: int, cp: int) -> tuple[float, float, float]:
+        """Smallest GPU (weights, grads, optimizer) bytes per parameter over the ZeRO/offload
+        members, each minimised on its own."""
         if dp * cp not in self._states:
-            values = []
+            parts = []
             for zero in zero_stages(dp, cp, self.limits):
                 for off_opt, off_params in offload_options(zero, self.limits):
                     st = Strategy(dp=dp, cp=cp, zero=zero, offload_optimizer=off_opt,
                                   offload_params=off_params)
                     b = state_bytes_per_param(self.model, st)
-                    values.append(b.weights + b.grads + b.optimizer)
-            self._states[dp * cp] = min(values)
+                    parts.append((b.weights, b.grads, b.optimizer))
+            self._states[dp * cp] = tuple(min(p[k] for p in parts) for k in range(3))
         return self._states[dp * cp]
+
+    def min_state_bytes(self, dp: int, cp: int) -> float:
+        """Smallest GPU state bytes per parameter over the ZeRO/offload members."""
+        return sum(self.min_state_parts(dp, cp))
 
 
 def _groups(model: ModelSpec, cluster: ClusterSpec, cache: _Cache, options: SearchOptions):
@@ -300,20 +316,53 @@ def _groups(model: ModelSpec, cluster: ClusterSpec, cache: _Cache, options: Sear
                         yield bound, _Group(outer, members)
 
 
+def _floor_terms(model: ModelSpec, hw: Hardware, outer: Strategy, cache: _Cache):
+    """Terms no costlier than any member's: the lowest ZeRO stage without offload (least
+    exposed per-block traffic), the smallest state bytes of any member, and no step-level DP
+    traffic, ZeRO-3 buffer or optimizer time. The strong bound grows with each of these, so
+    its value for these terms bounds every member from below."""
+    zero = min(zero_stages(outer.dp, outer.cp, cache.limits))
+    block, edge, _ = cache.shape(outer.tp, outer.cp, outer.mbs, outer.sp)
+    terms = candidate_terms(model, outer.with_(zero=zero), hw, block=block, edge=edge)
+    weights, grads, optimizer = cache.min_state_parts(outer.dp, outer.cp)
+    return replace(terms, states=StateBytes(weights, grads, optimizer, 0.0),
+                   zero3_buffer_bytes=0.0, grad_comm_s_per_param=0.0, grad_tail_s=0.0,
+                   param_gather_s_per_param=0.0, optimizer_s_per_param=0.0)
+
+
 def _group_memory_bound(model: ModelSpec, outer: Strategy, cache: _Cache) -> float:
     _, _, act_min = cache.shape(outer.tp, outer.cp, outer.mbs, outer.sp)
     return group_memory_lower_bound_bytes(
         model, outer, state_bytes=cache.min_state_bytes(outer.dp, outer.cp), act_bytes=act_min)
 
 
-def _members(model: ModelSpec, hw: Hardware, group: _Group, cache: _Cache, options: SearchOptions):
-    """The group's candidates with their terms (block/edge times from the cache)."""
+def _member_strategies(group: _Group, options: SearchOptions):
+    """The group's candidates (outer strategies)."""
     outer = group.outer
-    block, edge, _ = cache.shape(outer.tp, outer.cp, outer.mbs, outer.sp)
     for zero in zero_stages(outer.dp, outer.cp, options.limits):
         for off_opt, off_params in offload_options(zero, options.limits):
-            st = outer.with_(zero=zero, offload_optimizer=off_opt, offload_params=off_params)
-            yield st, candidate_terms(model, st, hw, block=block, edge=edge)
+            yield outer.with_(zero=zero, offload_optimizer=off_opt, offload_params=off_params)
+
+
+def _member_terms(model: ModelSpec, hw: Hardware, st: Strategy, cache: _Cache):
+    """A candidate's terms, with block/edge times from the cache."""
+    block, edge, _ = cache.shape(st.tp, st.cp, st.mbs, st.sp)
+    return candidate_terms(model, st, hw, block=block, edge=edge)
+
+
+def _members(model: ModelSpec, hw: Hardware, group: _Group, cache: _Cache, options: SearchOptions):
+    """The group's candidates with their terms."""
+    for st in _member_strategies(group, options):
+        yield st, _member_terms(model, hw, st, cache)
+
+
+def _states_cannot_fit(model: ModelSpec, st: Strategy, hw: Hardware) -> bool:
+    """Model states alone overflow GPU or host memory on the average stage (mean >= max's
+    lower bound; only blocks counted): a check that needs no terms."""
+    states = state_bytes_per_param(model, st)
+    params = model.arch.layers * block_params(model.arch) / (st.tp * st.pp)
+    gpu = (1.0 + ALLOCATOR_FRACTION) * (states.weights + states.grads + states.optimizer) * params
+    return gpu > hw.capacity_bytes or states.host * params > hw.host_mem_bytes_per_gpu
 
 
 def _rank(model: ModelSpec, hw: Hardware, st: Strategy, terms, ilp: IlpResult,
