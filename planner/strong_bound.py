@@ -7,18 +7,23 @@ Notation as in planner/bounds.py. For stage i with F_i in-flight micro-batches, 
     D_i = cap / (1 + alpha) - c_i*state - z3 - extra_i
 (D_f = a_none - a_full, D_s = a_none - a_selective, c_i the embedding/head parameters). Recompute
 costs R_i = f_i r_f + s_i r_s >= rho (f_i D_f + s_i D_s) with rho = min over allowed modes of
-r/D, and f_i + s_i <= n_i caps the bytes recompute can free. Hence
-    t_i >= g_i(n_i) = n_i c + e_i + rho max(0, (n_i K_i - D_i) / F_i),   n_i <= U_i,
-with U_i the largest n_i for which even recomputing every block fits. g_i is convex and
-increasing, so T* = min over real splits of max_i g_i(n_i) is a water level (found exactly on
-the piecewise-linear sum of inverses). Any split has max_i t_i >= max(T*, g_0(n_0)).
+r/D, and f_i + s_i <= n_i caps the bytes recompute can free. Once n_i K_i > D_i some block is
+recomputed, so R_i >= r_min (one block) and the transient term adds at least D_min = min(D_f, D_s)
+to the row. Hence
+    t_i >= g_i(n_i) = n_i c + e_i + [n_i K_i > D_i] max(r_min, rho (n_i K_i - D_i + D_min) / F_i),
+for n_i <= U_i, the largest n_i for which even recomputing every block fits. g_i is increasing
+and piecewise linear, so T* = min over real splits of max_i g_i(n_i) is a water level, found
+exactly on the piecewise-linear sum of inverses. Any split has max_i t_i >= max(T*, g_0(n_0)).
 
 Stage 0 has no upstream slack, so with overlap G >= max(tail, g*params_0 - bwd_0) and
-P >= p*params_0 - fwd_0, where bwd_0 <= n_0 (b_bwd + r_max) + e_bwd. Every term is a convex
-piecewise-linear function of n_0, so the bound minimises their sum over n_0 exactly by checking
-the kinks and the end points. Summing lower bounds of separate terms bounds the sum.
+P >= p*params_0 - fwd_0, where bwd_0 <= n_0 (b_bwd + r_max) + e_bwd. Every term is piecewise
+linear in n_0 (g_0 jumps only upwards), so the bound minimises their sum over n_0 exactly by
+checking the breakpoints and the end points. Summing lower bounds of separate terms bounds the
+sum.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from cost_models.memory import ALLOCATOR_FRACTION
 from cost_models.terms import CandidateTerms
@@ -40,6 +45,8 @@ def strong_step_lower_bound_s(terms: CandidateTerms, st: Strategy, layers: int,
     rho = min((r / d for r, d in modes), default=0.0)
     freed_max = max((d for _, d in modes), default=0.0)
     r_max = max((r for r, _ in modes), default=0.0)
+    r_min = min((r for r, _ in modes), default=0.0)  # one recomputed block at least
+    transient = min((d for _, d in modes), default=0.0)  # its transient buffer at least
     state = terms.states.weights + terms.states.grads + terms.states.optimizer
     room = capacity_bytes * (1 - _MEMORY_MARGIN) / (1 + ALLOCATOR_FRACTION)
     big = layers - v * (pp - 1)
@@ -51,48 +58,75 @@ def strong_step_lower_bound_s(terms: CandidateTerms, st: Strategy, layers: int,
         k = terms.block_params * state + flight * a.none
         d = room - terms.stage_params(i, pp, 0) * state - terms.zero3_buffer_bytes - terms.extra_acts[i]
         slope_left = k - flight * freed_max  # bytes per block even when all are recomputed
-        upper = big if slope_left <= 0 else min(big, d / slope_left)
+        upper = big if slope_left <= 0 else min(big, (d - transient) / slope_left)
         if upper < v:
             return INFEASIBLE
-        stages.append((c, fwd + bwd, rho * k / flight, rho * d / flight, d / k, upper))
-    if sum(s[5] for s in stages) < layers:
+        stages.append(_Stage(c=c, e=fwd + bwd, rk=rho * k / flight, rd=rho * (d - transient) / flight,
+                             kink=d / k, upper=upper, r_min=r_min))
+    if sum(s.upper for s in stages) < layers:
         return INFEASIBLE
 
     simple = step_lower_bound_s(terms, st, layers)
     base = simple - (m - 1.0 / v) * _simple_slowest(terms, st, layers)
     if pp == 1:  # one stage holds all L blocks: S = t_0 >= g_0(L) as well
-        level = _g(stages[0], layers)
-        base += level - (layers * c + stages[0][1])
+        level = stages[0].g(layers)
+        base += level - (layers * c + stages[0].e)
         return base + _first_stage_min(terms, st, stages[0], level, layers, layers, r_max)
     level = _water_level(stages, layers, v)
     return base + _first_stage_min(terms, st, stages[0], level, v, big, r_max)
 
 
-def _g(stage, n: float) -> float:
-    """g_i(n) (see module doc)."""
-    c, e, rk, rd, kink, _ = stage
-    return n * c + e + (rk * n - rd if n > kink else 0.0)
+@dataclass(frozen=True)
+class _Stage:
+    """g_i(n) = n c + e, plus max(r_min, rk n - rd) once n > kink (memory forces recompute)."""
+
+    c: float
+    e: float
+    rk: float
+    rd: float
+    kink: float
+    upper: float
+    r_min: float
+
+    def g(self, n: float) -> float:
+        """g_i(n) (see module doc); increasing, with an upward jump at the kink."""
+        extra = max(self.r_min, self.rk * n - self.rd) if n > self.kink else 0.0
+        return n * self.c + self.e + extra
+
+    def inverse(self, level: float) -> float:
+        """Largest real n with g_i(n) <= level, capped at U_i."""
+        if self.c <= 0:
+            return self.upper
+        n = (level - self.e) / self.c
+        if n > self.kink:
+            flat = (level - self.e - self.r_min) / self.c  # on the r_min piece
+            if self.rk * flat - self.rd > self.r_min:
+                flat = (level - self.e + self.rd) / (self.c + self.rk)
+            n = max(self.kink, flat)
+        return min(n, self.upper)
+
+    def breakpoints(self, lower: float) -> list[float]:
+        """Levels where the inverse changes slope (within [lower, U_i])."""
+        ns = [self.kink, self.upper]
+        if self.rk > 0:
+            ns.append((self.r_min + self.rd) / self.rk)
+        out = [self.g(self.upper)]
+        for n in ns:
+            if lower <= n <= self.upper:
+                out.append(self.g(n))
+                out.append(n * self.c + self.e + max(self.r_min, self.rk * n - self.rd))
+        return out
 
 
-def _g_inverse(stage, level: float) -> float:
-    """Largest real n with g_i(n) <= level, capped at U_i."""
-    c, e, rk, rd, kink, upper = stage
-    n = (level - e) / c if c > 0 else upper
-    if n > kink:
-        n = (level - e + rd) / (c + rk)
-    return min(n, upper)
-
-
-def _water_level(stages, layers: int, v: int) -> float:
+def _water_level(stages: list[_Stage], layers: int, v: int) -> float:
     """min over real splits (v <= n_i <= U_i, sum = L) of max_i g_i(n_i)."""
-    low = max(_g(s, v) for s in stages)
-    if sum(_g_inverse(s, low) for s in stages) >= layers:
+    low = max(s.g(v) for s in stages)
+    prev, prev_sum = low, sum(s.inverse(low) for s in stages)
+    if prev_sum >= layers:
         return low
-    points = sorted({p for s in stages for p in (_g(s, min(max(s[4], v), s[5])), _g(s, s[5]))
-                     if p > low})
-    prev, prev_sum = low, sum(_g_inverse(s, low) for s in stages)
+    points = sorted({p for s in stages for p in s.breakpoints(v) if p > low})
     for point in points:
-        total = sum(_g_inverse(s, point) for s in stages)
+        total = sum(s.inverse(point) for s in stages)
         if total >= layers:
             # Linear between breakpoints: interpolate to where the sum reaches L.
             return prev + (point - prev) * (layers - prev_sum) / (total - prev_sum)
@@ -131,10 +165,12 @@ def _first_stage_min(terms: CandidateTerms, st: Strategy, stage0, level: float, 
         return max(comm - (n * b.fwd + fwd_e) if overlap else comm, 0.0)
 
     def h(n: float) -> float:
-        return (m - 1.0 / v) * max(level, _g(stage0, n)) + grad(n) + gather(n)
+        return (m - 1.0 / v) * max(level, stage0.g(n)) + grad(n) + gather(n)
 
-    upper = min(big, stage0[5])
-    kinks = [lower, upper, stage0[4], _g_inverse(stage0, level)]
+    upper = min(big, stage0.upper)
+    kinks = [lower, upper, stage0.kink, stage0.inverse(level)]
+    if stage0.rk > 0:
+        kinks.append((stage0.r_min + stage0.rd) / stage0.rk)
     for slope, offset in ((gc * terms.block_params - b.bwd - r_max, gc * first - bwd_e - tail),
                           (gc * terms.block_params - b.bwd - r_max, gc * first - bwd_e),
                           (pc * terms.block_params - b.fwd, pc * first - fwd_e)):

@@ -115,3 +115,21 @@ def test_cbc_backend_agrees(setup):
                     host_capacity_bytes=hw.host_mem_bytes_per_gpu, limits=ANY)
     assert a.status == b.status == "optimal"
     assert a.objective == pytest.approx(b.objective, rel=1e-6)
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.7, 0.5])
+def test_strong_bound_below_ilp_objective(setup, fraction):
+    from planner.strong_bound import strong_step_lower_bound_s
+    model, cluster, hw = setup
+    for st in CASES:
+        terms = candidate_terms(model, st, hw)
+        free = solve_split(terms, st, model.arch.layers, capacity_bytes=hw.capacity_bytes,
+                           host_capacity_bytes=hw.host_mem_bytes_per_gpu, limits=ANY)
+        peak = evaluate(model, st, hw, terms, list(free.stages)).peak_memory_bytes
+        capacity = fraction * peak
+        _, ilp = _solve(model, hw, st, capacity=capacity)
+        bound = strong_step_lower_bound_s(terms, st, model.arch.layers, capacity, ANY)
+        if ilp.status == "infeasible":
+            continue
+        assert bound <= ilp.objective * (1 + 1e-9), st.describe()
+        assert bound >= step_lower_bound_s(terms, st, model.arch.layers) * (1 - 1e-12)
