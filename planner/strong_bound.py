@@ -23,6 +23,8 @@ sum.
 """
 from __future__ import annotations
 
+import heapq
+import math
 from dataclasses import dataclass
 
 from cost_models.memory import ALLOCATOR_FRACTION
@@ -72,7 +74,7 @@ def strong_step_lower_bound_s(terms: CandidateTerms, st: Strategy, layers: int,
         level = stages[0].g(layers)
         base += level - (layers * c + stages[0].e)
         return base + _first_stage_min(terms, st, stages[0], level, layers, layers, r_max)
-    level = _water_level(stages, layers, v)
+    level = _integer_level(stages, layers, v, _water_level(stages, layers, v))
     return base + _first_stage_min(terms, st, stages[0], level, v, big, r_max)
 
 
@@ -134,6 +136,25 @@ def _water_level(stages: list[_Stage], layers: int, v: int) -> float:
     return points[-1] if points else low
 
 
+def _integer_level(stages: list[_Stage], layers: int, v: int, level: float) -> float:
+    """min over integer splits of max_i g_i(n_i): from the real water level, raise the level to
+    the next g_i(k) at an integer k until the whole blocks under it cover L (block counts are
+    integers in the ILP, so this is still a lower bound of max_i t_i)."""
+    counts = [min(math.floor(s.upper), max(v, math.floor(s.inverse(level)))) for s in stages]
+    nexts = [(s.g(k + 1), i) for i, (s, k) in enumerate(zip(stages, counts)) if k + 1 <= s.upper]
+    heapq.heapify(nexts)
+    best = max(s.g(k) for s, k in zip(stages, counts))
+    total = sum(counts)
+    while total < layers and nexts:
+        value, i = heapq.heappop(nexts)
+        counts[i] += 1
+        total += 1
+        best = max(best, value)
+        if counts[i] + 1 <= stages[i].upper:
+            heapq.heappush(nexts, (stages[i].g(counts[i] + 1), i))
+    return max(best, level)
+
+
 def _simple_slowest(terms: CandidateTerms, st: Strategy, layers: int) -> float:
     """The max_i t_i lower bound that `step_lower_bound_s` used (replaced here)."""
     pp, v, c = st.pp, st.vpp, terms.block_none_s
@@ -176,6 +197,9 @@ def _first_stage_min(terms: CandidateTerms, st: Strategy, stage0, level: float, 
                           (pc * terms.block_params - b.fwd, pc * first - fwd_e)):
         if slope != 0:
             kinks.append(-offset / slope)
-    best = min(h(min(max(n, lower), upper)) for n in kinks)
+    # n_0 is an integer: a piecewise-linear h is smallest at a whole number next to a kink.
+    lo, hi = math.ceil(lower - 1e-9), math.floor(upper + 1e-9)
+    whole = {min(max(k, lo), hi) for n in kinks for k in (math.floor(n), math.ceil(n))}
+    best = min(h(n) for n in whole)
     already = tail if overlap else gc * (v * terms.block_params + first)
     return best - already
