@@ -12,6 +12,8 @@ with G, P >= 0 the exposed gradient reduction / parameter gather and O = max_i o
 """
 from __future__ import annotations
 
+import math
+
 from cost_models import comm
 from cost_models.flops import block_params
 from cost_models.hardware import Hardware
@@ -27,17 +29,33 @@ def makespan_lower_bound_s(*, layers: int, pp: int, vpp: int, micro_batches: int
                            block_s: float, first_s: float, last_s: float) -> float:
     """Lower bound of the pipeline makespan over all splits and recompute choices.
 
-    Proof. r_f, r_s >= 0 give t_i >= n_i c + e_i, so S := sum_i t_i >= L c + e_first + e_last.
-    max_i t_i >= S / pp (max >= mean), and max_i t_i >= t_0 >= v c + e_first (stage 0 holds at
-    least v blocks), likewise for the last stage. The makespan is S/v + (m - 1/v) max_i t_i with
-    both coefficients >= 0 (m >= 1 >= 1/v), so substituting the lower bounds of S and max_i t_i
+    Proof. r_f, r_s >= 0 give t_i >= n_i c + e_i, so S := sum_i t_i >= L c + e_first + e_last,
+    and max_i t_i >= min over integer splits (n_i >= v, sum = L) of max_i (n_i c + e_i) =: T,
+    computed exactly by `_integer_min_max`. The makespan is S/v + (m - 1/v) max_i t_i with both
+    coefficients >= 0 (m >= 1 >= 1/v), so substituting the lower bounds of S and max_i t_i
     bounds it from below. With pp = 1 the makespan is m t_0 = m S.
     """
     total = layers * block_s + first_s + last_s
     if pp == 1:
         return micro_batches * total
-    slowest = max(total / pp, vpp * block_s + first_s, vpp * block_s + last_s)
+    slowest = _integer_min_max(layers, pp, vpp, block_s, first_s, last_s)
     return total / vpp + (micro_batches - 1.0 / vpp) * slowest
+
+
+def _integer_min_max(layers: int, pp: int, vpp: int, c: float, first: float, last: float) -> float:
+    """min over integer splits (n_i >= v, sum = L) of max_i (n_i c + e_i), where only the first
+    and last stages have e_i > 0: the smallest level T whose whole-block capacities
+    floor((T - e_i) / c) cover L (raise T to the next capacity step until they do)."""
+    edges = [(first, 1), (0.0, pp - 2), (last, 1)]
+    level = max((layers * c + first + last) / pp, vpp * c + first, vpp * c + last)
+    if c <= 0:
+        return level
+    for _ in range(layers + 2):
+        counts = [max(vpp, math.floor((level - e) / c + 1e-12)) for e, _ in edges]
+        if sum(k * n for k, (_, n) in zip(counts, edges)) >= layers:
+            return level
+        level = min((k + 1) * c + e for k, (e, n) in zip(counts, edges) if n > 0)
+    return level
 
 
 def step_lower_bound_s(terms: CandidateTerms, st: Strategy, layers: int) -> float:

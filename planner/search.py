@@ -167,10 +167,11 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
             continue
         if isinstance(item, _Group):
             # Level 3: the members, each with its terms, refined bound and memory bound.
-            for st in _member_strategies(item, options):
-                if _states_cannot_fit(model, st, hw):
+            for zero, off_opt, off_params in _member_choices(item.outer, options):
+                if cache.states_cannot_fit(item.outer, zero, off_opt, off_params):
                     stats.pruned_by_memory += 1
                     continue
+                st = item.outer.with_(zero=zero, offload_optimizer=off_opt, offload_params=off_params)
                 terms = _member_terms(model, hw, st, cache)
                 if _member_cannot_fit(terms, st, model.arch.layers, hw, options, result):
                     stats.pruned_by_memory += 1
@@ -255,7 +256,8 @@ class _Cache:
     def __init__(self, model: ModelSpec, hw: Hardware, limits: EngineLimits):
         self.model, self.hw, self.limits = model, hw, limits
         self._shapes: dict[tuple, tuple] = {}
-        self._states: dict[int, float] = {}
+        self._states: dict[int, tuple] = {}
+        self._fits: dict[tuple, bool] = {}
 
     def shape(self, tp: int, cp: int, mbs: int, sp: bool):
         """(BlockTimes, EdgeTimes, smallest stored activation bytes per block)."""
@@ -282,6 +284,20 @@ class _Cache:
                     parts.append((b.weights, b.grads, b.optimizer))
             self._states[dp * cp] = tuple(min(p[k] for p in parts) for k in range(3))
         return self._states[dp * cp]
+
+    def states_cannot_fit(self, outer: Strategy, zero: int, off_opt: bool, off_params: bool) -> bool:
+        """Model states alone overflow GPU or host memory on the average stage (the max is at
+        least the mean; only block parameters counted): a check that needs no terms."""
+        key = (outer.dp * outer.cp, outer.tp * outer.pp, zero, off_opt, off_params)
+        if key not in self._fits:
+            st = Strategy(dp=outer.dp, cp=outer.cp, zero=zero, offload_optimizer=off_opt,
+                          offload_params=off_params)
+            states = state_bytes_per_param(self.model, st)
+            params = self.model.arch.layers * block_params(self.model.arch) / (outer.tp * outer.pp)
+            gpu = (1.0 + ALLOCATOR_FRACTION) * (states.weights + states.grads + states.optimizer) * params
+            self._fits[key] = (gpu > self.hw.capacity_bytes
+                               or states.host * params > self.hw.host_mem_bytes_per_gpu)
+        return self._fits[key]
 
     def min_state_bytes(self, dp: int, cp: int) -> float:
         """Smallest GPU state bytes per parameter over the ZeRO/offload members."""
@@ -336,12 +352,17 @@ def _group_memory_bound(model: ModelSpec, outer: Strategy, cache: _Cache) -> flo
         model, outer, state_bytes=cache.min_state_bytes(outer.dp, outer.cp), act_bytes=act_min)
 
 
-def _member_strategies(group: _Group, options: SearchOptions):
-    """The group's candidates (outer strategies)."""
-    outer = group.outer
+def _member_choices(outer: Strategy, options: SearchOptions):
+    """(zero, offload_optimizer, offload_params) of a group's members."""
     for zero in zero_stages(outer.dp, outer.cp, options.limits):
         for off_opt, off_params in offload_options(zero, options.limits):
-            yield outer.with_(zero=zero, offload_optimizer=off_opt, offload_params=off_params)
+            yield zero, off_opt, off_params
+
+
+def _member_strategies(group: _Group, options: SearchOptions):
+    """The group's candidates (outer strategies)."""
+    for zero, off_opt, off_params in _member_choices(group.outer, options):
+        yield group.outer.with_(zero=zero, offload_optimizer=off_opt, offload_params=off_params)
 
 
 def _member_terms(model: ModelSpec, hw: Hardware, st: Strategy, cache: _Cache):
@@ -356,13 +377,7 @@ def _members(model: ModelSpec, hw: Hardware, group: _Group, cache: _Cache, optio
         yield st, _member_terms(model, hw, st, cache)
 
 
-def _states_cannot_fit(model: ModelSpec, st: Strategy, hw: Hardware) -> bool:
-    """Model states alone overflow GPU or host memory on the average stage (mean >= max's
-    lower bound; only blocks counted): a check that needs no terms."""
-    states = state_bytes_per_param(model, st)
-    params = model.arch.layers * block_params(model.arch) / (st.tp * st.pp)
-    gpu = (1.0 + ALLOCATOR_FRACTION) * (states.weights + states.grads + states.optimizer) * params
-    return gpu > hw.capacity_bytes or states.host * params > hw.host_mem_bytes_per_gpu
+
 
 
 def _rank(model: ModelSpec, hw: Hardware, st: Strategy, terms, ilp: IlpResult,

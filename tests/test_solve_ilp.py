@@ -133,3 +133,24 @@ def test_strong_bound_below_ilp_objective(setup, fraction):
             continue
         assert bound <= ilp.objective * (1 + 1e-9), st.describe()
         assert bound >= step_lower_bound_s(terms, st, model.arch.layers) * (1 - 1e-12)
+
+
+def test_strong_bound_on_sampled_interleaved_candidates():
+    """Regression: interleaved candidates with integer-imbalanced splits (GPT-3 175B)."""
+    import random
+
+    from planner.space import outer_candidates
+    from planner.strong_bound import strong_step_lower_bound_s
+    model, cluster = load_model("gpt3-175b"), load_cluster("dgx-a100-128n")
+    hw = from_cluster(cluster)
+    pool = [st for st in outer_candidates(model, cluster, ANY) if st.vpp > 1 and st.tp == 8]
+    picks = random.Random(3).sample(pool, 12) + [
+        Strategy(dp=32, tp=8, pp=4, vpp=14, mbs=6, zero=2, sp=True)]
+    for st in picks:
+        terms, ilp = _solve(model, hw, st)
+        if ilp.status != "optimal":
+            continue
+        truth = evaluate(model, st, hw, terms, list(ilp.stages)).step_time_s
+        bound = strong_step_lower_bound_s(terms, st, model.arch.layers, hw.capacity_bytes, ANY)
+        assert bound <= truth * (1 + 1e-9), st.describe()
+        assert step_lower_bound_s(terms, st, model.arch.layers) <= truth * (1 + 1e-9)
