@@ -26,23 +26,35 @@ from planner.targets import EngineLimits
 
 
 def makespan_lower_bound_s(*, layers: int, pp: int, vpp: int, micro_batches: int,
-                           block_s: float, first_s: float, last_s: float) -> float:
+                           block_s: float, first_s: float, last_s: float,
+                           slowest: float | None = None) -> float:
     """Lower bound of the pipeline makespan over all splits and recompute choices.
 
     Proof. r_f, r_s >= 0 give t_i >= n_i c + e_i, so S := sum_i t_i >= L c + e_first + e_last,
     and max_i t_i >= min over integer splits (n_i >= v, sum = L) of max_i (n_i c + e_i) =: T,
-    computed exactly by `_integer_min_max`. The makespan is S/v + (m - 1/v) max_i t_i with both
+    computed exactly by `integer_min_max`. The makespan is S/v + (m - 1/v) max_i t_i with both
     coefficients >= 0 (m >= 1 >= 1/v), so substituting the lower bounds of S and max_i t_i
-    bounds it from below. With pp = 1 the makespan is m t_0 = m S.
+    bounds it from below. With pp = 1 the makespan is m t_0 = m S. `slowest` may pass T when
+    the caller has it (see `integer_min_max_for_vpp`).
     """
     total = layers * block_s + first_s + last_s
     if pp == 1:
         return micro_batches * total
-    slowest = _integer_min_max(layers, pp, vpp, block_s, first_s, last_s)
+    if slowest is None:
+        slowest = integer_min_max(layers, pp, vpp, block_s, first_s, last_s)
     return total / vpp + (micro_batches - 1.0 / vpp) * slowest
 
 
-def _integer_min_max(layers: int, pp: int, vpp: int, c: float, first: float, last: float) -> float:
+def integer_min_max_for_vpp(layers: int, pp: int, vpp: int, c: float, first: float, last: float,
+                            at_one: float) -> float:
+    """`integer_min_max` for vpp, given its value `at_one` for vpp = 1: the same whenever the
+    vpp = 1 optimum already gives every stage >= vpp blocks (at_one >= vpp c + max edge)."""
+    if vpp * c + max(first, last) <= at_one:
+        return at_one
+    return integer_min_max(layers, pp, vpp, c, first, last)
+
+
+def integer_min_max(layers: int, pp: int, vpp: int, c: float, first: float, last: float) -> float:
     """min over integer splits (n_i >= v, sum = L) of max_i (n_i c + e_i), where only the first
     and last stages have e_i > 0: the smallest level T whose whole-block capacities
     floor((T - e_i) / c) cover L (raise T to the next capacity step until they do)."""

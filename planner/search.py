@@ -25,9 +25,10 @@ from cost_models.estimate import evaluate
 from cost_models.hardware import Hardware
 from cost_models.terms import candidate_terms
 from cost_models.flops import block_params
-from cost_models.memory import (ALLOCATOR_FRACTION, StateBytes, block_activations,
-                                state_bytes_per_param)
-from planner.bounds import (group_memory_lower_bound_bytes, host_lower_bound_bytes,
+from cost_models.memory import (ALLOCATOR_FRACTION, block_activations, in_flight_microbatches,
+                                stage_extra_activations, state_bytes_per_param)
+from planner.bounds import (group_memory_lower_bound_bytes, host_lower_bound_bytes, integer_min_max,
+                            integer_min_max_for_vpp,
                             makespan_lower_bound_s, memory_lower_bound_bytes, pipeline_p2p_s,
                             step_lower_bound_s)
 from planner.ilp import MIP_REL_GAP, IlpResult, Solver, solve_split
@@ -120,9 +121,16 @@ class _Group:
     """Candidates sharing degrees, mbs, sp and vpp; members differ in ZeRO and offload.
     `checked` once its p2p time and group memory bound have been applied."""
 
-    outer: Strategy
+    degrees: tuple[int, int, int, int, int, int, bool]
+    """(dp, tp, pp, cp, vpp, mbs, sp); the Strategy is built only if the group is popped."""
     members: int
     checked: bool = False
+
+    @property
+    def outer(self) -> Strategy:
+        """The group's strategy without ZeRO/offload choices."""
+        dp, tp, pp, cp, vpp, mbs, sp = self.degrees
+        return Strategy(dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, mbs=mbs, sp=sp)
 
 
 def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: SearchOptions) -> SearchResult:
@@ -151,27 +159,24 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
             break
         bound, _, item = heapq.heappop(heap)
         if isinstance(item, _Group) and not item.checked:
-            # Level 2: the strong bound of a "floor" candidate that is at most as costly as
-            # every member; drop the group if no member can fit.
-            floor_bound = float("inf")
-            if _group_memory_bound(model, item.outer, cache) <= hw.capacity_bytes:
-                floor_bound = strong_step_lower_bound_s(
-                    _floor_terms(model, hw, item.outer, cache), item.outer, model.arch.layers,
-                    hw.capacity_bytes, options.limits) * _weight(model, item.outer, options)
-            if floor_bound == float("inf"):
+            outer = item.outer
+            # Level 2: add the pipeline p2p time; drop the group if no member can fit.
+            if _group_memory_bound(model, outer, cache) > hw.capacity_bytes:
                 stats.pruned_by_memory += item.members
                 continue
             item.checked = True
-            heapq.heappush(heap, (max(bound, floor_bound), order, item))
+            p2p = pipeline_p2p_s(model, outer, hw) * _weight(model, outer, options)
+            heapq.heappush(heap, (bound + p2p, order, item))
             order += 1
             continue
         if isinstance(item, _Group):
             # Level 3: the members, each with its terms, refined bound and memory bound.
-            for zero, off_opt, off_params in _member_choices(item.outer, options):
-                if cache.states_cannot_fit(item.outer, zero, off_opt, off_params):
+            outer = item.outer
+            for zero, off_opt, off_params in _member_choices(outer, options):
+                if cache.states_cannot_fit(outer, zero, off_opt, off_params):
                     stats.pruned_by_memory += 1
                     continue
-                st = item.outer.with_(zero=zero, offload_optimizer=off_opt, offload_params=off_params)
+                st = outer.with_(zero=zero, offload_optimizer=off_opt, offload_params=off_params)
                 terms = _member_terms(model, hw, st, cache)
                 if _member_cannot_fit(terms, st, model.arch.layers, hw, options, result):
                     stats.pruned_by_memory += 1
@@ -258,6 +263,8 @@ class _Cache:
         self._shapes: dict[tuple, tuple] = {}
         self._states: dict[int, tuple] = {}
         self._fits: dict[tuple, bool] = {}
+        self.terms: dict[tuple, Any] = {}
+        """Candidate terms by everything but vpp (see `_member_terms`)."""
 
     def shape(self, tp: int, cp: int, mbs: int, sp: bool):
         """(BlockTimes, EdgeTimes, smallest stored activation bytes per block)."""
@@ -315,7 +322,7 @@ def _groups(model: ModelSpec, cluster: ClusterSpec, cache: _Cache, options: Sear
     for world in worlds:
         for dp, tp, pp, cp in degree_splits(model, world, cluster.gpus_per_node, limits):
             members = sum(len(offload_options(z, limits)) for z in zero_stages(dp, cp, limits))
-            weight = _weight(model, Strategy(dp=dp, tp=tp, pp=pp, cp=cp), options)
+            weight = _weight(model, Strategy(dp=dp, tp=tp, pp=pp, cp=cp), options)  # per world
             for mbs in micro_batch_sizes(model, dp):
                 m = batch // (dp * mbs)
                 for sp in sequence_parallel_options(model, tp, cp, limits):
@@ -324,26 +331,14 @@ def _groups(model: ModelSpec, cluster: ClusterSpec, cache: _Cache, options: Sear
                     first_s, last_s = edge.first_fwd + edge.first_bwd, edge.last_fwd + edge.last_bwd
                     if pp == 1:
                         first_s, last_s = first_s + last_s, 0.0
+                    at_one = integer_min_max(layers, pp, 1, block_s, first_s, last_s) if pp > 1 else 0.0
                     for vpp in virtual_stage_counts(model, pp, m, limits):
+                        slowest = integer_min_max_for_vpp(layers, pp, vpp, block_s, first_s,
+                                                          last_s, at_one)
                         bound = makespan_lower_bound_s(
                             layers=layers, pp=pp, vpp=vpp, micro_batches=m, block_s=block_s,
-                            first_s=first_s, last_s=last_s) * weight
-                        outer = Strategy(dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, mbs=mbs, sp=sp)
-                        yield bound, _Group(outer, members)
-
-
-def _floor_terms(model: ModelSpec, hw: Hardware, outer: Strategy, cache: _Cache):
-    """Terms no costlier than any member's: the lowest ZeRO stage without offload (least
-    exposed per-block traffic), the smallest state bytes of any member, and no step-level DP
-    traffic, ZeRO-3 buffer or optimizer time. The strong bound grows with each of these, so
-    its value for these terms bounds every member from below."""
-    zero = min(zero_stages(outer.dp, outer.cp, cache.limits))
-    block, edge, _ = cache.shape(outer.tp, outer.cp, outer.mbs, outer.sp)
-    terms = candidate_terms(model, outer.with_(zero=zero), hw, block=block, edge=edge)
-    weights, grads, optimizer = cache.min_state_parts(outer.dp, outer.cp)
-    return replace(terms, states=StateBytes(weights, grads, optimizer, 0.0),
-                   zero3_buffer_bytes=0.0, grad_comm_s_per_param=0.0, grad_tail_s=0.0,
-                   param_gather_s_per_param=0.0, optimizer_s_per_param=0.0)
+                            first_s=first_s, last_s=last_s, slowest=slowest) * weight
+                        yield bound, _Group((dp, tp, pp, cp, vpp, mbs, sp), members)
 
 
 def _group_memory_bound(model: ModelSpec, outer: Strategy, cache: _Cache) -> float:
@@ -361,14 +356,31 @@ def _member_choices(outer: Strategy, options: SearchOptions):
 
 def _member_strategies(group: _Group, options: SearchOptions):
     """The group's candidates (outer strategies)."""
-    for zero, off_opt, off_params in _member_choices(group.outer, options):
-        yield group.outer.with_(zero=zero, offload_optimizer=off_opt, offload_params=off_params)
+    outer = group.outer
+    for zero, off_opt, off_params in _member_choices(outer, options):
+        yield outer.with_(zero=zero, offload_optimizer=off_opt, offload_params=off_params)
 
 
 def _member_terms(model: ModelSpec, hw: Hardware, st: Strategy, cache: _Cache):
-    """A candidate's terms, with block/edge times from the cache."""
-    block, edge, _ = cache.shape(st.tp, st.cp, st.mbs, st.sp)
-    return candidate_terms(model, st, hw, block=block, edge=edge)
+    """A candidate's terms: from the cache's block/edge times, or derived from the same
+    candidate with another vpp (only in-flight counts, their extras and p2p depend on vpp)."""
+    key = (st.dp, st.tp, st.pp, st.cp, st.mbs, st.sp, st.zero, st.offload_optimizer,
+           st.offload_params)
+    base = cache.terms.get(key)
+    if base is None:
+        block, edge, _ = cache.shape(st.tp, st.cp, st.mbs, st.sp)
+        cache.terms[key] = candidate_terms(model, st, hw, block=block, edge=edge)
+        return cache.terms[key]
+    return with_vpp(model, hw, st, base)
+
+
+def with_vpp(model: ModelSpec, hw: Hardware, st: Strategy, base):
+    """`base` (terms of `st` with another vpp) re-evaluated for st.vpp; equal to
+    `candidate_terms(model, st, hw)` (tests/test_solve_ilp.py checks it)."""
+    m = base.micro_batches
+    in_flight = tuple(in_flight_microbatches(i, st, m) for i in range(st.pp))
+    extra = tuple(stage_extra_activations(model, st, i, in_flight[i]) for i in range(st.pp))
+    return replace(base, in_flight=in_flight, extra_acts=extra, p2p_s=pipeline_p2p_s(model, st, hw))
 
 
 def _members(model: ModelSpec, hw: Hardware, group: _Group, cache: _Cache, options: SearchOptions):

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from cost_models.memory import ALLOCATOR_FRACTION
 from cost_models.terms import CandidateTerms
-from planner.bounds import _integer_min_max, step_lower_bound_s
+from planner.bounds import integer_min_max, step_lower_bound_s
 from planner.ilp import _MEMORY_MARGIN
 from planner.strategy import Strategy
 from planner.targets import EngineLimits
@@ -162,7 +162,7 @@ def _simple_slowest(terms: CandidateTerms, st: Strategy, layers: int) -> float:
     last = sum(terms.edge_s(pp - 1, pp)) if pp > 1 else 0.0
     if pp == 1:
         return layers * c + first
-    return _integer_min_max(layers, pp, v, c, first, last)
+    return integer_min_max(layers, pp, v, c, first, last)
 
 
 def _first_stage_min(terms: CandidateTerms, st: Strategy, stage0, level: float, lower: float,

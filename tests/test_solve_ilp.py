@@ -154,3 +154,14 @@ def test_strong_bound_on_sampled_interleaved_candidates():
         bound = strong_step_lower_bound_s(terms, st, model.arch.layers, hw.capacity_bytes, ANY)
         assert bound <= truth * (1 + 1e-9), st.describe()
         assert step_lower_bound_s(terms, st, model.arch.layers) <= truth * (1 + 1e-9)
+
+
+def test_terms_derived_for_another_vpp_equal_candidate_terms(setup):
+    from planner.search import with_vpp
+    model, cluster, hw = setup
+    for st in (Strategy(dp=8, tp=4, pp=4, vpp=1, mbs=1, zero=1, sp=True),
+               Strategy(dp=4, tp=8, pp=8, cp=2, vpp=2, mbs=2, zero=3, sp=True, offload_params=True)):
+        base = candidate_terms(model, st, hw)
+        for vpp in (2, 3, 5):
+            other = st.with_(vpp=vpp)
+            assert with_vpp(model, hw, other, base) == candidate_terms(model, other, hw)
