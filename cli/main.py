@@ -15,7 +15,7 @@ from cli import cmd_estimate, cmd_presets
 from planner.errors import FmplanError
 
 app = typer.Typer(
-    name="fmplan", add_completion=False, no_args_is_help=True,
+    name="fmplan", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Plan how to train a foundation model on a GPU cluster: estimate, solve, emit, profile.")
 
@@ -42,20 +42,13 @@ for module in (cmd_estimate, cmd_presets):
 
 
 def main() -> None:
-    """Console entry point: run the app, turning FmplanError into its exit code and one line."""
+    """Console entry point: typer handles usage errors (exit 2); FmplanError becomes its exit
+    code and one line on stderr."""
     try:
-        app(standalone_mode=False)
+        app()
     except FmplanError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except (typer.BadParameter, typer.BadParameter.__mro__[1]) as exc:  # click.UsageError
-        exc.show()
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,10 @@ def strategy_from_options(*, dp: int | None, tp: int, pp: int, cp: int, vpp: int
                           tp_comm_overlap: bool, cluster: ClusterSpec) -> Strategy:
     """Build a Strategy from CLI flags; dp defaults to the GPUs left after tp*pp*cp."""
     if dp is None:
-        dp = max(cluster.gpus // (tp * pp * cp), 1)
+        if tp < 1 or pp < 1 or cp < 1 or cluster.gpus % (tp * pp * cp):
+            raise InputError(f"tp*pp*cp = {tp}*{pp}*{cp} = {tp * pp * cp} does not divide the "
+                             f"cluster's {cluster.gpus} GPUs", hint="pass --dp explicitly or change the degrees")
+        dp = cluster.gpus // (tp * pp * cp)
     offload_opts = {"none": (False, False), "optimizer": (True, False), "params": (False, True),
                     "all": (True, True)}
     if offload not in offload_opts:

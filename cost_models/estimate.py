@@ -7,6 +7,7 @@ step level (gradient reduction, parameter gather, optimizer), and split the step
 from __future__ import annotations
 
 from cost_models.breakdown import CostBreakdown, StageCost
+from cost_models.comm import OVERLAP_CONTENTION
 from cost_models.flops import model_flops_per_step, recompute_flops_per_step
 from cost_models.hardware import Hardware, from_cluster
 from cost_models.memory import ALLOCATOR_FRACTION
@@ -111,16 +112,20 @@ def step_grad_exposed_s(terms: CandidateTerms, params: list[float], bwd_s: list[
 
     With overlap (PyTorch DDP buckets, Li et al. 2020; Megatron --overlap-grad-reduce) a stage's
     reduction runs during its last micro-batch's backward, and stage i also has the time the
-    upstream stages still spend in that backward; the last bucket is always exposed.
+    upstream stages still spend in that backward; the last bucket is always exposed, and the
+    overlapped part costs contention (comm.OVERLAP_CONTENTION of the collective's time).
     Without overlap the whole reduction follows the backward.
     """
     worst, slack = 0.0, 0.0
     for p, bwd in zip(params, bwd_s):
-        comm = terms.grad_comm_s_per_param * p
-        exposed = max(comm - bwd, terms.grad_tail_s) if overlap else comm
-        worst = max(worst, exposed - slack)
+        comm_s = terms.grad_comm_s_per_param * p
+        if overlap:
+            exposed = OVERLAP_CONTENTION * comm_s + max(0.0, max(comm_s - bwd, terms.grad_tail_s) - slack)
+        else:
+            exposed = comm_s
+        worst = max(worst, exposed)
         slack += bwd
-    return max(worst, 0.0)
+    return worst
 
 
 def step_param_gather_exposed_s(terms: CandidateTerms, params: list[float], fwd_s: list[float],
@@ -128,12 +133,15 @@ def step_param_gather_exposed_s(terms: CandidateTerms, params: list[float], fwd_
     """Exposed all-gather of updated 16-bit weights (ZeRO-1 distributed optimizer).
 
     With overlap (Megatron --overlap-param-gather) it runs under the first micro-batch's forward,
-    which reaches stage i only after the upstream stages' forwards.
+    which reaches stage i only after the upstream stages' forwards (contention as above).
     """
     worst, slack = 0.0, 0.0
     for p, fwd in zip(params, fwd_s):
-        comm = terms.param_gather_s_per_param * p
-        exposed = comm - fwd - slack if overlap else comm
+        comm_s = terms.param_gather_s_per_param * p
+        if overlap:
+            exposed = OVERLAP_CONTENTION * comm_s + max(0.0, comm_s - fwd - slack)
+        else:
+            exposed = comm_s
         worst = max(worst, exposed)
         slack += fwd
-    return max(worst, 0.0)
+    return worst
