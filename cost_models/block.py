@@ -35,16 +35,20 @@ class BlockTimes:
     """Exposed context-parallel exchange in the backward."""
     recompute_selective: float
     """Re-running the attention core (selective recompute)."""
+    fwd_ep: float = 0.0
+    """Expert-parallel token exchange in the forward (MoE blocks)."""
+    bwd_ep: float = 0.0
+    """Expert-parallel token exchange in the backward (MoE blocks)."""
 
     @property
     def fwd(self) -> float:
         """Forward wall time including exposed communication."""
-        return self.fwd_compute + self.fwd_tp + self.fwd_cp
+        return self.fwd_compute + self.fwd_tp + self.fwd_cp + self.fwd_ep
 
     @property
     def bwd(self) -> float:
         """Backward wall time including exposed communication (no recompute)."""
-        return self.bwd_compute + self.bwd_tp + self.bwd_cp
+        return self.bwd_compute + self.bwd_tp + self.bwd_cp + self.bwd_ep
 
     @property
     def recompute_full(self) -> float:

@@ -27,7 +27,7 @@ def test_estimate_json_has_every_documented_key():
                 "hardware_tflops_per_gpu", "peak_memory_gib", "capacity_gib", "fits"):
         assert key in data
     assert set(data["memory_gib"]) == {"weights", "grads", "optimizer", "activations", "other"}
-    assert set(data["time_s"]) == {"compute", "recompute", "tp_comm", "cp_comm", "dp_comm_exposed",
+    assert set(data["time_s"]) == {"compute", "recompute", "tp_comm", "cp_comm", "ep_comm", "dp_comm_exposed",
                                    "pp_bubble", "pp_p2p", "optimizer"}
     assert data["fits"] is True and 0 < data["mfu"] < 1
 
