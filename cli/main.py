@@ -6,13 +6,14 @@ Nothing imported at module level pulls in torch: `fmplan --help`, `estimate` and
 from __future__ import annotations
 
 import sys
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
 
 from cli import cmd_estimate, cmd_presets
-from planner.errors import FmplanError
+from planner.errors import FmplanError, FmplanWarning
 
 app = typer.Typer(
     name="fmplan", add_completion=False, no_args_is_help=True,
@@ -41,8 +42,20 @@ for module in (cmd_estimate, cmd_presets):
     module.register(app)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """FmplanWarning as one `warning: ...` line on stderr; other warnings as Python prints them."""
+    if issubclass(category, FmplanWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main() -> None:
     """Console entry point: run the app, turning FmplanError into its exit code and one line."""
+    warnings.showwarning = _show_warning
     try:
         app(standalone_mode=False)
     except FmplanError as exc:
