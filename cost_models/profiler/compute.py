@@ -73,16 +73,17 @@ def measure_gemms(cases: list[GemmCase], precision: str, device: torch.device, s
                   advance: Callable[[int], None]) -> int:
     """Time the cases not in `done`, in rotation, recording each sample as it completes.
 
-    Returns how many were skipped because their predicted time exceeds `settings.max_call_s`
-    (predicted from the best rate measured so far in this dtype)."""
+    Returns how many were skipped because their predicted time exceeds `settings.max_call_s`,
+    predicted from the rate of the largest shape measured so far (rates grow with size, so this
+    errs on the side of measuring)."""
     dtype = DTYPES[precision]
     todo = [c for c in cases if (precision, c.m, c.k, c.n) not in done]
     advance(len(cases) - len(todo))
-    best_rate, skipped = 0.0, 0
+    last_rate, skipped = 0.0, 0
     for start in range(0, len(todo), CHUNK):
         chunk = todo[start:start + CHUNK]
-        if best_rate:
-            keep = [c for c in chunk if c.flops / best_rate <= settings.max_call_s]
+        if last_rate:
+            keep = [c for c in chunk if c.flops / last_rate <= settings.max_call_s]
             skipped += len(chunk) - len(keep)
             advance(len(chunk) - len(keep))
             chunk = keep
@@ -94,7 +95,7 @@ def measure_gemms(cases: list[GemmCase], precision: str, device: torch.device, s
         times = time_rotation(calls, device, warmup=settings.warmup, repeats=settings.repeats)
         for c, t in zip(chunk, times):
             record(GemmSample(dtype=precision, m=c.m, k=c.k, n=c.n, time_s=t, source=c.source))
-            best_rate = max(best_rate, c.flops / t)
+            last_rate = c.flops / t
         advance(len(chunk))
     return skipped
 
