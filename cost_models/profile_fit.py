@@ -25,6 +25,7 @@ from typing import Any
 
 from cost_models.comm import collective_time_s
 from cost_models.hardware import Hardware, Link
+from cost_models.profile_format import canonical
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,8 +69,9 @@ class FittedProfile:
 
 
 def fit_profile(profile: Any) -> FittedProfile:
-    """Fit every section that has samples (a `cost_models.profile_format.Profile`)."""
-    s = profile.samples
+    """Fit every section that has samples (a `cost_models.profile_format.Profile`); the result
+    does not depend on the order samples were measured in."""
+    s = canonical(profile).samples
     return FittedProfile(
         gemm_curves_flops_per_s=_gemm_curves(s["gemm"]),
         gemm_best_flops_per_s={d: max(2.0 * g.m * g.k * g.n / g.time_s for g in s["gemm"]

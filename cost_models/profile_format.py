@@ -203,6 +203,7 @@ def _check_key(check: dict) -> str:
 def to_dict(profile: Profile) -> dict[str, Any]:
     """The JSON document: samples sorted by key (deterministic) and the fitted values."""
     from cost_models.profile_fit import fit_profile
+    profile = canonical(profile)
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "device": asdict(profile.device),
@@ -214,10 +215,16 @@ def to_dict(profile: Profile) -> dict[str, Any]:
         "skipped": dict(sorted(profile.skipped.items())),
     }
     for section in SECTIONS:
-        doc[section] = [asdict(s) for s in sorted(profile.samples[section], key=_sort_key)]
+        doc[section] = [asdict(s) for s in profile.samples[section]]
     doc["memory_checks"] = list(profile.memory_checks)
     doc["fitted"] = fit_profile(profile).to_dict()
     return doc
+
+
+def canonical(profile: Profile) -> Profile:
+    """The same profile with each section's samples in key order (the order files store)."""
+    return replace(profile, samples={k: tuple(sorted(v, key=_sort_key))
+                                     for k, v in profile.samples.items()})
 
 
 def _sort_key(sample: Any) -> tuple:
@@ -265,13 +272,13 @@ def load(path: Path) -> Profile:
     checks = top.raw("memory_checks", [])
     if not isinstance(skipped, dict) or not isinstance(checks, list):
         raise top.error("skipped", "expected a mapping of section -> reason and a list of checks")
-    return Profile(
+    return canonical(Profile(
         device=_typed(DeviceIdentity, top.raw("device"), source, "device"),
         software=_typed(Software, top.raw("software"), source, "software"),
         host=top.str("host"), created_utc=top.str("created_utc"),
         updated_utc=top.str("updated_utc"), kernel_overhead_s=tuple(float(v) for v in overheads),
         samples=samples, skipped={str(k): str(v) for k, v in skipped.items()},
-        memory_checks=tuple(checks))
+        memory_checks=tuple(checks)))
 
 
 def _positive(value: Any) -> bool:
