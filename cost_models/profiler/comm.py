@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import statistics
 import time
@@ -25,6 +26,7 @@ import torch.multiprocessing as mp
 
 from cost_models.profile_format import CommSample
 from cost_models.profiler.settings import Settings
+from planner.errors import EnvironmentProblem
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p")
 
@@ -154,11 +156,17 @@ def spawn_local(nproc: int, device_kind: str, settings: Settings, done: set[tupl
     try:
         finished = False
         while not finished:
-            finished = ctx.join(timeout=0.2)
-            lines = out_path.read_text().split("\n")[:-1]  # complete lines only
-            for line in lines[seen:]:
-                on_line(json.loads(line))
-            seen = len(lines)
+            try:
+                finished = ctx.join(timeout=0.2)
+            finally:
+                lines = out_path.read_text().split("\n")[:-1]  # complete lines only
+                for line in lines[seen:]:
+                    on_line(json.loads(line))
+                seen = len(lines)
+    except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
+        if "KeyboardInterrupt" in str(exc) or getattr(exc, "exit_code", 0) == -signal.SIGINT:
+            raise KeyboardInterrupt from None  # Ctrl-C reached a worker first
+        raise EnvironmentProblem(f"a collective worker failed: {str(exc).strip().splitlines()[-1]}") from None
     finally:
         for proc in ctx.processes:
             if proc.is_alive():
