@@ -45,16 +45,18 @@ def cpu_cluster() -> ClusterSpec:
                        intra_node_bw_GBps=100, inter_node_bw_GBps=100)
 
 
-def profile_cli(out, *extra):
+def profile_cli(out, *extra, as_json=True):
     return CliRunner().invoke(app, ["profile", "--device", "cpu", "--model", "llama-tiny",
-                                    "--out", str(out), "--json", *extra])
+                                    "--out", str(out), *(["--json"] if as_json else []), *extra])
 
 
 @pytest.mark.slow
 def test_cpu_profile_resumes_adds_collectives_and_slows_estimate(tmp_path, tiny):
     out = tmp_path / "cpu.json"
-    first = profile_cli(out, "--nproc", "1")
+    first = profile_cli(out, "--nproc", "1", as_json=False)
     assert first.exit_code == 0, first.output
+    assert "measured rates" in first.stdout and "MemTracker" in first.stdout
+    assert "not measured comm" in first.stdout
     one = pf.load(out)
     assert {g.dtype for g in one.samples["gemm"]} == {"fp32", "bf16"}
     assert any(g.source.startswith("llama-tiny") and "tp=2" in g.source for g in one.samples["gemm"])

@@ -119,7 +119,7 @@ def _measure(req: ProfileRequest, device: torch.device, done: dict[str, set], go
     compute.measure_stream(device, settings, done["stream"], got.recorder("stream"), advance)
 
     cases = compute.gemm_cases(settings, req.model)
-    best_rate = 0.0
+    best_rate: dict[str, float] = {}
     for precision in precisions:
         advance = new_task(f"GEMM {precision}", len(cases))
         done_keys = done["gemm"]
@@ -128,15 +128,15 @@ def _measure(req: ProfileRequest, device: torch.device, done: dict[str, set], go
         if skipped:
             got.skipped[f"gemm_{precision}"] = (f"{skipped} shapes predicted slower than "
                                                 f"{settings.max_call_s} s per call")
-        rates = [2.0 * g.m * g.k * g.n / g.time_s for g in got.samples["gemm"] if g.dtype == precision]
-        best_rate = max([best_rate, *rates])
+        best_rate[precision] = max((2.0 * g.m * g.k * g.n / g.time_s for g in got.samples["gemm"]
+                                    if g.dtype == precision), default=0.0)
 
     attn_precision = next((p for p in ("bf16", "fp16", "fp32") if p in precisions), precisions[0])
     att_cases = compute.attention_cases(settings, req.model)
     advance = new_task(f"attention {attn_precision}", len(att_cases))
     skipped = compute.measure_attention(att_cases, attn_precision, device, settings,
                                         done["attention"], got.recorder("attention"), advance,
-                                        rate_guess_flops_per_s=best_rate or 1e9)
+                                        rate_guess_flops_per_s=best_rate.get(attn_precision) or 1e9)
     if skipped:
         got.skipped["attention"] = f"{skipped} shapes predicted too slow for this run"
 
