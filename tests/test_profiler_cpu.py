@@ -135,3 +135,23 @@ def test_cuda_profile_quick(tmp_path, tiny):
     prof = pf.load(out)
     assert prof.device.kind == "cuda" and prof.samples["host_copy"] and prof.software.cuda
     assert {"bf16", "fp32"} <= {g.dtype for g in prof.samples["gemm"]}
+
+
+@pytest.mark.slow
+def test_under_torchrun_rank0_writes_and_others_join_the_collectives(tmp_path):
+    """The multi-node path (torchrun's own arguments), here with 2 local ranks."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    out = tmp_path / "tr.json"
+    torchrun = shutil.which("torchrun") or pytest.skip("torchrun not on PATH")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    done = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "cli", "profile",
+                           "--device", "cpu", "--quick", "--precision", "fp32", "--out", str(out),
+                           "--json"], env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    prof = pf.load(out)
+    assert prof.device.count == 2 and prof.software.comm_backend == "gloo"
+    assert {c.group_size for c in prof.samples["comm"]} == {2}
+    assert json.loads(done.stdout)["fitted"]["links"]["intra"]["bandwidth_GBps"] > 0
