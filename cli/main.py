@@ -6,13 +6,14 @@ Nothing imported at module level pulls in torch: `fmplan --help`, `estimate` and
 from __future__ import annotations
 
 import sys
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
 
-from cli import cmd_estimate, cmd_presets
-from planner.errors import FmplanError
+from cli import cmd_estimate, cmd_presets, cmd_profile
+from planner.errors import FmplanError, FmplanWarning
 
 app = typer.Typer(
     name="fmplan", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -37,13 +38,25 @@ def _root(
     """fmplan: parallelism planner for LLM training."""
 
 
-for module in (cmd_estimate, cmd_presets):
+for module in (cmd_estimate, cmd_presets, cmd_profile):
     module.register(app)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """FmplanWarning as one `warning: ...` line on stderr; other warnings as Python prints them."""
+    if issubclass(category, FmplanWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
 
 
 def main() -> None:
     """Console entry point: typer handles usage errors (exit 2); FmplanError becomes its exit
-    code and one line on stderr."""
+    code and one line on stderr; FmplanWarning one `warning:` line."""
+    warnings.showwarning = _show_warning
     try:
         app()
     except FmplanError as exc:
