@@ -28,11 +28,10 @@ KNOWN_MODELS = (
                ffn_hidden=14336, vocab=128256, mlp="swiglu"),
     KnownModel(name="llama3:llama3_70b", layers=80, hidden=8192, heads=64, kv_heads=8,
                ffn_hidden=28672, vocab=128256, mlp="swiglu"),
-    KnownModel(name="llama3:llama3_405b", layers=126, hidden=16384, heads=128, kv_heads=8,
-               ffn_hidden=53248, vocab=128256, mlp="swiglu"),
 )
 """`module:config` of torchtitan 0.3.0's llama3 config registry, with the shapes they build
-(checked against torchtitan's registry in the tests)."""
+(checked against torchtitan's registry in the tests). `llama3_405b` is left out: that config
+function trains with float8 linears and torch.compile (torchao), not the bf16 the planner costs."""
 
 LIMITS = EngineLimits(
     name="torchtitan", zero_stages=(0, 2, 3), precisions=("bf16",),
