@@ -46,6 +46,10 @@ class EngineLimits:
     """Training precisions the engine can be told to use."""
     tensor_parallel: bool = True
     sequence_parallel: bool = True
+    tp_comm_overlap: bool = True
+    """Overlap of tensor-parallel collectives with GEMMs (strategy.tp_comm_overlap)."""
+    tp_comm_overlap_needs_sp: bool = False
+    """That overlap only works together with sequence parallelism."""
     pipeline: bool = True
     pipeline_zero_stages: tuple[int, ...] = (0, 1, 2, 3)
     """ZeRO stages that combine with pipeline parallelism (pp > 1)."""
@@ -89,6 +93,11 @@ class EngineLimits:
              f"{precision} training (supports {', '.join(self.precisions)})"),
             (st.tp > 1 and not self.tensor_parallel, "tensor parallelism"),
             (st.sp and not self.sequence_parallel, "sequence parallelism"),
+            (st.tp > 1 and st.tp_comm_overlap and not self.tp_comm_overlap,
+             "overlap of tensor-parallel communication with GEMMs"),
+            (st.tp > 1 and st.tp_comm_overlap and self.tp_comm_overlap
+             and self.tp_comm_overlap_needs_sp and not st.sp,
+             "tensor-parallel communication overlap without sequence parallelism"),
             (st.pp > 1 and not self.pipeline, "pipeline parallelism"),
             (st.pp > 1 and self.pipeline and st.zero not in self.pipeline_zero_stages,
              f"ZeRO stage {st.zero} with pipeline parallelism (supports {self.pipeline_zero_stages})"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 from planner.loading import load_cluster, load_model
@@ -23,7 +24,8 @@ CASES: dict[str, tuple[str, str, dict]] = {
     "gpt-pp": ("gpt3-1.3b", "dgx-h100-1n", dict(dp=4, pp=2, zero=1, mbs=2, recompute="full",
                                                  stage_layers=(12, 12))),
     "llama-gqa-selective": ("llama3-8b", "dgx-h100-2n",
-                            dict(dp=8, tp=2, sp=True, zero=1, recompute="selective")),
+                            dict(dp=8, tp=2, sp=True, zero=1, recompute="selective",
+                                 tp_comm_overlap=True)),
     "llama-gqa-fsdp": ("llama3-8b", "dgx-h100-2n",
                        dict(dp=8, tp=2, sp=True, zero=2, recompute="selective")),
     "pp-first-last": ("llama3-70b", "dgx-h100-8n",
@@ -47,10 +49,17 @@ CASES: dict[str, tuple[str, str, dict]] = {
 }
 
 
+PRECISION = {"gpt-dense-fp8": "fp8", "gpt-pp-fp16": "fp16"}
+"""Cases that are another case with a different training precision."""
+
+
 def plan(case: str) -> Plan:
     """The plan of one case (its strategy validated against model and cluster)."""
-    model_name, cluster_name, fields = CASES[case]
+    base = case.rsplit("-", 1)[0] if case in PRECISION else case
+    model_name, cluster_name, fields = CASES[base]
     model, cluster = load_model(model_name), load_cluster(cluster_name)
+    if case in PRECISION:
+        model = replace(model, training=replace(model.training, precision=PRECISION[case]))
     strategy = Strategy(**fields)
     strategy.validate(model, cluster)
     return Plan(model=model, cluster=cluster, strategy=strategy)

@@ -11,7 +11,8 @@ pyproject.toml's `engines` extra and installed by .ci/run).
   require Python >= 3.12; the code itself runs on 3.11. .ci/run downloads the 0.19.2 wheel and
   unpacks it under .cache/engines (see MEGATRON_DIR); two shims: `typing.override` (3.12) from
   typing_extensions, and `get_device_arch_version` (asks CUDA) returns the plan GPU's compute
-  capability. triton, which torchtitan and megatron import at module level, is a real install.
+  capability; TransformerConfig (megatron_transformer_config) gets apply_rope_fusion off (a
+  Transformer Engine kernel). triton, which torchtitan and megatron import at module level, is a real install.
 """
 from __future__ import annotations
 
@@ -68,6 +69,15 @@ def megatron_validate(argv: list[str], env: dict[str, str], world_size: int, gpu
         sys.argv = saved_argv
         os.environ.clear()
         os.environ.update(saved_env)
+
+
+def megatron_transformer_config(args):
+    """Megatron's TransformerConfig built from validated args: it checks the pipeline layout, the
+    first/last stage sizes and the recompute settings against the model. Shim: the fused RoPE
+    kernel is a Transformer Engine (GPU) feature, so apply_rope_fusion is switched off first."""
+    arguments = megatron_arguments()
+    args.apply_rope_fusion = False
+    return arguments.core_transformer_config_from_args(args)
 
 
 _DS_STARTED = False

@@ -12,7 +12,7 @@ from engine_parsers import deepspeed_config
 from planner.emit import emit
 from planner.errors import InputError
 
-CASES = ["gpt-dense", "gpt-pp", "zero3-offload", "llama-zero2"]
+CASES = ["gpt-dense", "gpt-pp", "gpt-pp-fp16", "zero3-offload", "llama-zero2"]
 
 
 def _plan(case):
@@ -35,6 +35,7 @@ def test_deepspeed_accepts_emitted_config(tmp_path, case):
                                                     st.micro_batches(p.model))
     assert config.zero_optimization_stage == st.zero
     assert config.bfloat16_config.enabled == (train.precision == "bf16")
+    assert config.float16_config.enabled == (train.precision == "fp16")
     offload_opt = config.zero_config.offload_optimizer
     offload_param = config.zero_config.offload_param
     assert (offload_opt is not None and offload_opt.device == "cpu") == st.offload_optimizer

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from emit_cases import check_golden, dry_run, plan
-from engine_parsers import megatron_arguments, megatron_validate
+from engine_parsers import megatron_arguments, megatron_transformer_config, megatron_validate
 from planner.emit import emit
 from planner.errors import InputError
 
-CASES = ["gpt-dense", "gpt-pp", "llama-gqa-selective", "pp-first-last", "pp-any-split-zero1",
+CASES = ["gpt-dense", "gpt-dense-fp8", "gpt-pp-fp16", "gpt-pp", "llama-gqa-selective", "pp-first-last", "pp-any-split-zero1",
          "vpp-even", "vpp-uneven-block", "cp", "zero1-offload"]
 ENV = {"MEGATRON_LM_DIR": "/opt/Megatron-LM", "DATA_PATH": "/data/corpus_text_document",
        "TOKENIZER_MODEL": "meta-llama/Llama-3.1-8B"}
@@ -65,7 +65,11 @@ def test_megatron_accepts_emitted_arguments(tmp_path, case):
     assert args.num_query_groups == (arch.kv_heads if arch.kv_heads != arch.heads else None) or \
         not args.group_query_attention
     assert args.swiglu == (arch.mlp == "swiglu")
+    precision = p.model.training.precision
+    assert (args.bf16, args.fp16, args.fp8) == (precision != "fp16", precision == "fp16",
+                                                "hybrid" if precision == "fp8" else None)
     assert args.sequence_parallel == st.sp
+    assert args.tp_comm_overlap == st.tp_comm_overlap
     assert args.use_distributed_optimizer == (st.zero == 1)
     assert args.optimizer_cpu_offload == st.offload_optimizer
     vpp = args.virtual_pipeline_model_parallel_size or 1
@@ -74,6 +78,9 @@ def test_megatron_accepts_emitted_arguments(tmp_path, case):
     assert _layers_per_stage(args, st.pp, arch.layers) == [s.layers for s in stages]
     recompute = {s.full and "full" or s.selective and "selective" for s in stages} - {0}
     assert (args.recompute_granularity or "none") == (recompute.pop() if recompute else "none")
+    config = megatron_transformer_config(args)  # checks the split and recompute against the model
+    assert (config.num_layers, config.recompute_granularity) == (arch.layers,
+                                                                 args.recompute_granularity)
     check_golden(files, "megatron", case)
 
 
@@ -91,12 +98,21 @@ def test_megatron_rejects_what_it_cannot_express(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_transformer_config_catches_a_wrong_layout():
+    """The layout check is live: a layout with 81 blocks for an 80-layer model is refused."""
+    args = megatron_validate([*_SMALL, "--num-layers", "80", "--pipeline-model-parallel-size", "4",
+                              "--pipeline-model-parallel-layout", "Et*18|t*20|t*22|t*21L"], {}, 8)
+    with pytest.raises(AssertionError, match="must match num_layers"):
+        megatron_transformer_config(args)
+
+
+_SMALL = ["--hidden-size", "64", "--num-attention-heads", "4", "--seq-length", "128",
+          "--max-position-embeddings", "128", "--micro-batch-size", "1", "--train-iters", "1",
+          "--lr", "1e-4", "--tokenizer-type", "NullTokenizer", "--vocab-size", "128", "--mock-data"]
+
+
 def test_validate_args_catches_a_broken_argv():
     """The parser is live: a world size the degrees do not divide is refused."""
     megatron_arguments()
     with pytest.raises(AssertionError, match="not divisible"):
-        megatron_validate(["--num-layers", "4", "--hidden-size", "64", "--num-attention-heads", "4",
-                           "--seq-length", "128", "--max-position-embeddings", "128",
-                           "--micro-batch-size", "1", "--tensor-model-parallel-size", "3",
-                           "--train-iters", "1", "--lr", "1e-4", "--tokenizer-type",
-                           "NullTokenizer", "--vocab-size", "128", "--mock-data"], {}, 8)
+        megatron_validate([*_SMALL, "--num-layers", "4", "--tensor-model-parallel-size", "3"], {}, 8)

@@ -28,3 +28,13 @@ def test_per_stage_recompute_counts_are_not_megatron():
 def test_targets_lists_every_engine():
     assert sorted(TARGETS) == ["any", "deepspeed", "megatron", "torchtitan"]
     assert TARGETS["torchtitan"].uniform_recompute_count
+
+
+def test_tp_comm_overlap_needs_sequence_parallelism_in_megatron():
+    p = plan("llama-gqa-selective")
+    assert TARGETS["megatron"].violations(p.strategy.with_(tp_comm_overlap=True), p.model) == []
+    (problem,) = TARGETS["megatron"].violations(
+        p.strategy.with_(tp_comm_overlap=True, sp=False), p.model)
+    assert "without sequence parallelism" in problem
+    problems = TARGETS["torchtitan"].violations(p.strategy.with_(tp_comm_overlap=True), p.model)
+    assert any("overlap of tensor-parallel communication" in x for x in problems)

@@ -24,6 +24,7 @@ from planner.targets import EngineLimits
 
 LIMITS = EngineLimits(
     name="deepspeed", precisions=("bf16", "fp16"), tensor_parallel=False, sequence_parallel=False,
+    tp_comm_overlap=False,
     pipeline_zero_stages=(0, 1), interleaved=False, context_parallel=False,
     offload_optimizer_zero_stages=(1, 2, 3), recompute_modes=("none", "full"),
     mixed_recompute=False, full_counts="all", stage_split="even")

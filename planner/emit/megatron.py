@@ -7,6 +7,7 @@ memory savers (distributed optimizer, recompute, offload), then data, tokenizer 
 
 What Megatron-LM cannot express (LIMITS):
 - ZeRO 2/3: the distributed optimizer is ZeRO-1 (Megatron-FSDP is not emitted).
+- TP communication overlap (`--tp-comm-overlap`, Transformer Engine) without sequence parallelism.
 - parameter offload; optimizer offload (`--optimizer-cpu-offload`) needs the distributed optimizer.
 - selective recompute covers every block (`--recompute-granularity selective` has no count);
   full recompute covers the first k blocks of every model chunk (`--recompute-method block`), the
@@ -23,7 +24,8 @@ from planner.plan import Plan
 from planner.targets import EngineLimits, chunk_sizes, uniform_chunk_count
 
 LIMITS = EngineLimits(
-    name="megatron", zero_stages=(0, 1), offload_params=False, offload_optimizer_zero_stages=(1,),
+    name="megatron", zero_stages=(0, 1), tp_comm_overlap_needs_sp=True, offload_params=False,
+    offload_optimizer_zero_stages=(1,),
     mixed_recompute=False, selective_counts="all", full_counts="uniform", stage_split="any")
 
 SCRIPT = "megatron.sh"
@@ -108,7 +110,7 @@ def _parallel(plan: Plan) -> list[tuple[str, ...]]:
         flags.append(("--context-parallel-size", _q(st.cp)))
     if st.sp:
         flags.append(("--sequence-parallel",))
-    if st.tp_comm_overlap and st.sp:
+    if st.tp_comm_overlap and st.tp > 1:
         flags.append(("--tp-comm-overlap",))
     if st.overlap_grad_reduce and st.dp > 1:
         flags.append(("--overlap-grad-reduce",))

@@ -11,6 +11,7 @@ gradients and optimizer states together (FSDP2 CPUOffloadPolicy).
 
 What torchtitan cannot express (LIMITS):
 - a model shape its registry does not ship (KNOWN_MODELS; the model is chosen by name);
+- TP communication overlap (async TP needs torch.compile; not emitted);
 - ZeRO 1; offloading only the optimizer or only the parameters; offload without ZeRO 3;
 - fp16 and fp8 through flags (fp8 needs a float8 config function);
 - recompute of only some blocks: selective (per-op SAC) and full AC cover every block; one mode.
@@ -34,7 +35,7 @@ KNOWN_MODELS = (
 function trains with float8 linears and torch.compile (torchao), not the bf16 the planner costs."""
 
 LIMITS = EngineLimits(
-    name="torchtitan", zero_stages=(0, 2, 3), precisions=("bf16",),
+    name="torchtitan", zero_stages=(0, 2, 3), precisions=("bf16",), tp_comm_overlap=False,
     offload_optimizer_zero_stages=(3,), offload_all_or_none=True, mixed_recompute=False,
     selective_counts="all", full_counts="all", stage_split="any", known_models=KNOWN_MODELS)
 

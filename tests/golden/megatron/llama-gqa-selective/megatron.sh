@@ -56,6 +56,7 @@ ARGS=(
   --tensor-model-parallel-size 2
   --pipeline-model-parallel-size 1
   --sequence-parallel
+  --tp-comm-overlap
   --overlap-grad-reduce
   --use-distributed-optimizer
   --recompute-granularity selective
