@@ -97,3 +97,10 @@ def test_torchtitan_rejects_what_it_cannot_express(tmp_path):
     message = str(err.value)
     for what in ("ZeRO stage 1", "every block", "one switch"):
         assert what in message, message
+
+
+def test_tensor_parallel_without_sequence_parallel(tmp_path):
+    base = plan("llama-gqa-fsdp")
+    p = base.__class__(model=base.model, cluster=base.cluster, strategy=base.strategy.with_(sp=False))
+    _, config, dims = _run(tmp_path, p)
+    assert dims.tp == 2 and config.parallelism.enable_sequence_parallel is False
