@@ -65,9 +65,15 @@ def plan(case: str) -> Plan:
     return Plan(model=model, cluster=cluster, strategy=strategy)
 
 
+_LAUNCH_ENV = ("NNODES", "NPROC_PER_NODE", "MASTER_ADDR", "MASTER_PORT", "RDZV_ID", "RANK",
+               "WORLD_SIZE", "LOCAL_RANK")
+"""Variables the scripts read that other tests (DeepSpeed's process group) may have set here."""
+
+
 def dry_run(script: Path, env: dict[str, str]) -> list[str]:
     """The command the launch script would exec (FMPLAN_DRY_RUN=1), one argument per item."""
-    result = subprocess.run(["bash", str(script)], env={**os.environ, **env, "FMPLAN_DRY_RUN": "1"},
+    inherited = {k: v for k, v in os.environ.items() if k not in _LAUNCH_ENV}
+    result = subprocess.run(["bash", str(script)], env={**inherited, **env, "FMPLAN_DRY_RUN": "1"},
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise AssertionError(f"{script} failed: {result.stderr}")

@@ -66,8 +66,8 @@ def test_launch_refuses_a_different_gpu_count(tmp_path):
     from planner.emit import emit
     emit(plan("gpt-dense"), "deepspeed", tmp_path)
     result = subprocess.run(["bash", str(tmp_path / "deepspeed.sh")], capture_output=True, text=True,
-                            env={**os.environ, "TRAIN_SCRIPT": "t.py", "NPROC_PER_NODE": "4",
-                                 "FMPLAN_DRY_RUN": "1"})
+                            env={**os.environ, "TRAIN_SCRIPT": "t.py", "NNODES": "1",
+                                 "NPROC_PER_NODE": "4", "FMPLAN_DRY_RUN": "1"})
     assert result.returncode == 1
     assert "this plan needs 8 GPUs" in result.stderr
 
