@@ -15,6 +15,7 @@ from typing import Literal
 
 import pulp
 
+from cost_models.comm import OVERLAP_CONTENTION
 from cost_models.memory import ALLOCATOR_FRACTION
 from cost_models.terms import CandidateTerms
 from planner.errors import EnvironmentProblem
@@ -147,11 +148,12 @@ def _add_step_pieces(prob, terms: CandidateTerms, st: Strategy, expr, unit: floa
                      grad, gather, opt) -> None:
     """Epigraph rows of step_grad_exposed_s, step_param_gather_exposed_s and the optimizer max.
 
-    Each is max(0, max_i piece_i) with linear pieces; minimising a positive multiple of the
-    epigraph variable makes it equal the max at the optimum. The upstream slack sum_{j<i} of
-    backward (forward) times is carried in prefix-sum variables so the rows stay O(pp) in size.
+    Each is a max over stages of k*c_i + max(0, linear pieces) (k = OVERLAP_CONTENTION), i.e. a
+    max of linear pieces; minimising a positive multiple of the epigraph variable makes it equal
+    the max at the optimum. The upstream slack sum_{j<i} of backward (forward) times is carried in
+    prefix-sum variables so the rows stay O(pp) in size.
     """
-    overlap, pp = st.overlap_grad_reduce, st.pp
+    overlap, pp, k = st.overlap_grad_reduce, st.pp, OVERLAP_CONTENTION
     has_grad = terms.grad_comm_s_per_param > 0 or terms.grad_tail_s > 0
     has_gather = terms.param_gather_s_per_param > 0
     # prefix sums / unit: bwd_before[i] = sum_{j<i} bwd_j, fwd_before[i] = sum_{j<i} fwd_j
@@ -163,39 +165,59 @@ def _add_step_pieces(prob, terms: CandidateTerms, st: Strategy, expr, unit: floa
             prob += bwd_before[i] == (0 if i == 0 else bwd_before[i - 1] + expr["bwd"][i - 1] / unit)
             comm = terms.grad_comm_s_per_param * params / unit
             if overlap:
-                prob += grad >= comm - expr["bwd"][i] / unit - bwd_before[i]
-                prob += grad >= terms.grad_tail_s / unit - bwd_before[i]
+                prob += grad >= k * comm
+                prob += grad >= k * comm + comm - expr["bwd"][i] / unit - bwd_before[i]
+                prob += grad >= k * comm + terms.grad_tail_s / unit - bwd_before[i]
             else:
-                prob += grad >= comm - bwd_before[i]
+                prob += grad >= comm
         if has_gather:
             prob += fwd_before[i] == (0 if i == 0 else fwd_before[i - 1] + expr["fwd"][i - 1] / unit)
             comm = terms.param_gather_s_per_param * params / unit
+            prob += gather >= (k * comm if overlap else comm)
             if overlap:
-                prob += gather >= comm - expr["fwd"][i] / unit - fwd_before[i]
-            else:
-                prob += gather >= comm
+                prob += gather >= k * comm + comm - expr["fwd"][i] / unit - fwd_before[i]
         prob += opt >= terms.optimizer_s_per_param * params / unit
 
 
 def _add_target_limits(prob, limits: EngineLimits, st: Strategy, layers: int, n, f, s,
                        big_n: int) -> None:
-    """[Constraint] what the target engine can express (planner/targets.py)."""
-    pp = st.pp
+    """[Constraint] what the target engine can express (planner/targets.py, exactly as its
+    `violations` checks it)."""
+    pp, v = st.pp, st.vpp
     if limits.stage_split == "balanced":
         for i, count in enumerate(balanced_split(layers, pp)):
             prob += n[i] == count
+    elif limits.stage_split == "even":
+        for i in range(1, pp):
+            prob += n[i] == n[0]
     elif limits.stage_split == "first_last":
         for i in range(2, pp - 1):
             prob += n[i] == n[1]
-    if limits.uniform_recompute_count:
-        for i in range(1, pp):
-            prob += f[i] + s[i] == f[0] + s[0]
     both = "full" in limits.recompute_modes and "selective" in limits.recompute_modes
     if not limits.mixed_recompute and both:
         full_mode = pulp.LpVariable("full_mode", cat="Binary")  # one mode for the whole model
         for i in range(pp):
             prob += f[i] <= big_n * full_mode
             prob += s[i] <= big_n * (1 - full_mode)
+    for name, counts, rule in (("full", f, limits.full_counts), ("sel", s, limits.selective_counts)):
+        if rule == "all":
+            # Every block or none: counts_i = n_i * used (big-M on the binary `used`).
+            used = pulp.LpVariable(f"{name}_all", cat="Binary")
+            for i in range(pp):
+                prob += counts[i] <= big_n * used
+                prob += counts[i] >= n[i] - big_n * (1 - used)
+        elif rule == "uniform":
+            # Megatron's --recompute-num-layers k acts on each of the v chunks of a stage, whose
+            # sizes differ by at most one; the sum of min(chunk, k) is then min(v k, n_i).
+            # counts_i = min(v k, n_i) via a binary per stage (big-M = v * largest chunk).
+            k = pulp.LpVariable(f"{name}_k", 0, -(-big_n // v), cat="Integer")
+            big = v * -(-big_n // v) + big_n
+            for i in range(pp):
+                below = pulp.LpVariable(f"{name}_below{i}", cat="Binary")  # 1: n_i <= v k
+                prob += counts[i] <= v * k
+                prob += counts[i] <= n[i]
+                prob += counts[i] >= v * k - big * below
+                prob += counts[i] >= n[i] - big * (1 - below)
 
 
 def _run(prob: pulp.LpProblem, solver: Solver, time_limit_s: float, cutoff: float):

@@ -33,9 +33,10 @@ from planner.bounds import (group_memory_lower_bound_bytes, host_lower_bound_byt
                             step_lower_bound_s)
 from planner.ilp import MIP_REL_GAP, IlpResult, Solver, solve_split
 from planner.strong_bound import strong_step_lower_bound_s
-from planner.space import (degree_splits, micro_batch_sizes, offload_options,
+from planner.space import (degree_splits, target_accepts_model, micro_batch_sizes, offload_options,
                            sequence_parallel_options, virtual_stage_counts, world_sizes,
                            zero_stages)
+from planner.errors import InputError
 from planner.specs import ClusterSpec, ModelSpec
 from planner.strategy import Strategy
 from planner.targets import EngineLimits
@@ -135,6 +136,9 @@ class _Group:
 
 def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: SearchOptions) -> SearchResult:
     """Find the best plans (see module doc)."""
+    if model.arch.moe is not None:
+        raise InputError(f"{model.name} is a mixture-of-experts model; `fmplan solve` plans dense "
+                         "models only so far", hint="cost one MoE strategy with `fmplan estimate`")
     start = time.perf_counter()
     result = SearchResult()
     stats = result.stats
@@ -283,7 +287,7 @@ class _Cache:
         members, each minimised on its own."""
         if dp * cp not in self._states:
             parts = []
-            for zero in zero_stages(dp, cp, self.limits):
+            for zero in zero_stages(dp, cp, 1, self.limits):
                 for off_opt, off_params in offload_options(zero, self.limits):
                     st = Strategy(dp=dp, cp=cp, zero=zero, offload_optimizer=off_opt,
                                   offload_params=off_params)
@@ -318,10 +322,12 @@ def _groups(model: ModelSpec, cluster: ClusterSpec, cache: _Cache, options: Sear
     only adds time), so it is below every member's refined bound.
     """
     limits, layers, batch = options.limits, model.arch.layers, model.training.global_batch
+    if not target_accepts_model(model, limits):
+        return
     worlds = world_sizes(cluster, options.allow_idle or options.objective == "cost")
     for world in worlds:
         for dp, tp, pp, cp in degree_splits(model, world, cluster.gpus_per_node, limits):
-            members = sum(len(offload_options(z, limits)) for z in zero_stages(dp, cp, limits))
+            members = sum(len(offload_options(z, limits)) for z in zero_stages(dp, cp, pp, limits))
             weight = _weight(model, Strategy(dp=dp, tp=tp, pp=pp, cp=cp), options)  # per world
             for mbs in micro_batch_sizes(model, dp):
                 m = batch // (dp * mbs)
@@ -349,7 +355,7 @@ def _group_memory_bound(model: ModelSpec, outer: Strategy, cache: _Cache) -> flo
 
 def _member_choices(outer: Strategy, options: SearchOptions):
     """(zero, offload_optimizer, offload_params) of a group's members."""
-    for zero in zero_stages(outer.dp, outer.cp, options.limits):
+    for zero in zero_stages(outer.dp, outer.cp, outer.pp, options.limits):
         for off_opt, off_params in offload_options(zero, options.limits):
             yield zero, off_opt, off_params
 

@@ -47,13 +47,23 @@ def context_parallel_degrees(model: ModelSpec, limits: EngineLimits) -> list[int
 
 
 def pipeline_degrees(model: ModelSpec, limits: EngineLimits) -> list[int]:
-    """pp from 1 to the number of layers (every stage holds at least one block)."""
+    """pp from 1 to the number of layers (every stage holds at least one block); an engine that
+    splits evenly needs pp to divide the layers."""
     if not limits.pipeline:
         return [1]
     layers = model.arch.layers
     if limits.stage_split == "balanced":
         return [p for p in range(1, layers + 1) if min(balanced_split(layers, p)) >= 1]
+    if limits.stage_split == "even":
+        return [p for p in range(1, layers + 1) if layers % p == 0]
     return list(range(1, layers + 1))
+
+
+def target_accepts_model(model: ModelSpec, limits: EngineLimits) -> bool:
+    """Whether the engine can train this model at all (precision, shipped model shapes)."""
+    if model.training.precision not in limits.precisions:
+        return False
+    return limits.known_models is None or limits.known_model(model.arch) is not None
 
 
 def degree_splits(model: ModelSpec, world: int, gpus_per_node: int,
@@ -89,24 +99,27 @@ def virtual_stage_counts(model: ModelSpec, pp: int, micro_batches: int,
     return list(range(1, most + 1))
 
 
-def zero_stages(dp: int, cp: int, limits: EngineLimits) -> list[int]:
-    """ZeRO stages; with a shard group of one (dp*cp = 1) sharding is a no-op, so only 0 (and 3,
-    which parameter offload needs) are distinct."""
+def zero_stages(dp: int, cp: int, pp: int, limits: EngineLimits) -> list[int]:
+    """ZeRO stages (those that combine with a pipeline when pp > 1); with a shard group of one
+    (dp*cp = 1) sharding is a no-op, so only 0 (and 3, which parameter offload needs) are
+    distinct."""
+    stages = [z for z in limits.zero_stages if pp == 1 or z in limits.pipeline_zero_stages]
     if dp * cp == 1:
-        return [z for z in limits.zero_stages if z in (0, 3)]
-    return list(limits.zero_stages)
+        return [z for z in stages if z in (0, 3)]
+    return stages
 
 
 def offload_options(zero: int, limits: EngineLimits) -> list[tuple[bool, bool]]:
-    """(offload_optimizer, offload_params) pairs; parameters only under ZeRO-3."""
-    out = [(False, False)]
-    if limits.offload_optimizer:
-        out.append((True, False))
-    if zero == 3 and limits.offload_params:
-        out.append((False, True))
-        if limits.offload_optimizer:
-            out.append((True, True))
-    return out
+    """(offload_optimizer, offload_params) pairs; parameters only under ZeRO-3, optimizer
+    states only with the ZeRO stages the engine offloads them with, both or neither when the
+    engine has one switch."""
+    optimizer = limits.offload_optimizer and zero in limits.offload_optimizer_zero_stages
+    params = zero == 3 and limits.offload_params
+    pairs = [(False, False), (True, False), (False, True), (True, True)]
+    allowed = [(o, p) for o, p in pairs if (optimizer or not o) and (params or not p)]
+    if limits.offload_all_or_none:
+        allowed = [(o, p) for o, p in allowed if o == p]
+    return allowed
 
 
 def sequence_parallel_options(model: ModelSpec, tp: int, cp: int, limits: EngineLimits) -> list[bool]:
@@ -120,13 +133,15 @@ def sequence_parallel_options(model: ModelSpec, tp: int, cp: int, limits: Engine
 def outer_candidates(model: ModelSpec, cluster: ClusterSpec, limits: EngineLimits,
                      allow_idle: bool = False) -> Iterator[Strategy]:
     """Every outer strategy (no per-stage split or recompute yet), in a fixed order."""
+    if not target_accepts_model(model, limits):
+        return
     for world in world_sizes(cluster, allow_idle):
         for dp, tp, pp, cp in degree_splits(model, world, cluster.gpus_per_node, limits):
             for mbs in micro_batch_sizes(model, dp):
                 m = model.training.global_batch // (dp * mbs)
                 for vpp in virtual_stage_counts(model, pp, m, limits):
                     for sp in sequence_parallel_options(model, tp, cp, limits):
-                        for zero in zero_stages(dp, cp, limits):
+                        for zero in zero_stages(dp, cp, pp, limits):
                             for off_opt, off_params in offload_options(zero, limits):
                                 yield Strategy(dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, mbs=mbs,
                                                zero=zero, sp=sp, offload_optimizer=off_opt,

@@ -15,8 +15,9 @@ for n_i <= U_i, the largest n_i for which even recomputing every block fits. g_i
 and piecewise linear, so T* = min over real splits of max_i g_i(n_i) is a water level, found
 exactly on the piecewise-linear sum of inverses. Any split has max_i t_i >= max(T*, g_0(n_0)).
 
-Stage 0 has no upstream slack, so with overlap G >= max(tail, g*params_0 - bwd_0) and
-P >= p*params_0 - fwd_0, where bwd_0 <= n_0 (b_bwd + r_max) + e_bwd. Every term is piecewise
+Stage 0 has no upstream slack, so with overlap G >= k c_0 + max(tail, c_0 - bwd_0) with
+c_0 = g*params_0 and k the contention share (estimate.step_grad_exposed_s), and
+P >= k p_0 + max(0, p_0 - fwd_0) with p_0 = p*params_0, where bwd_0 <= n_0 (b_bwd + r_max) + e_bwd. Every term is piecewise
 linear in n_0 (g_0 jumps only upwards), so the bound minimises their sum over n_0 exactly by
 checking the breakpoints and the end points. Summing lower bounds of separate terms bounds the
 sum.
@@ -27,6 +28,7 @@ import heapq
 import math
 from dataclasses import dataclass
 
+from cost_models.comm import OVERLAP_CONTENTION
 from cost_models.memory import ALLOCATOR_FRACTION
 from cost_models.terms import CandidateTerms
 from planner.bounds import integer_min_max, step_lower_bound_s
@@ -177,13 +179,16 @@ def _first_stage_min(terms: CandidateTerms, st: Strategy, stage0, level: float, 
     overlap = st.overlap_grad_reduce
 
     def grad(n: float) -> float:
+        comm = gc * (n * terms.block_params + first)
         if overlap:
-            return max(tail, gc * (n * terms.block_params + first) - (n * (b.bwd + r_max) + bwd_e), 0.0)
-        return gc * (n * terms.block_params + first)
+            return OVERLAP_CONTENTION * comm + max(tail, comm - (n * (b.bwd + r_max) + bwd_e), 0.0)
+        return comm
 
     def gather(n: float) -> float:
         comm = pc * (n * terms.block_params + first)
-        return max(comm - (n * b.fwd + fwd_e) if overlap else comm, 0.0)
+        if overlap:
+            return OVERLAP_CONTENTION * comm + max(comm - (n * b.fwd + fwd_e), 0.0)
+        return comm
 
     def h(n: float) -> float:
         return (m - 1.0 / v) * max(level, stage0.g(n)) + grad(n) + gather(n)

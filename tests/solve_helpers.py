@@ -49,6 +49,11 @@ def brute_force(model, cluster, hw, limits):
         for split in splits(model.arch.layers, st.pp, st.vpp):
             for choice in itertools.product(*(stage_options(n, limits) for n in split)):
                 stages = [StageLayers(n, f, s) for n, (f, s) in zip(split, choice)]
+                if limits.name != "any":
+                    resolved = st.with_(stage_layers=split,
+                                        stage_recompute=tuple((x.full, x.selective) for x in stages))
+                    if limits.violations(resolved, model):
+                        continue
                 cost = evaluate(model, st, hw, terms, stages)
                 if cost.fits and cost.step_time_s < best[0]:
                     best = (cost.step_time_s, st, stages)

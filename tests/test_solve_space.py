@@ -48,11 +48,13 @@ def test_interleaving_rules():
 
 def test_micro_batches_zero_offload_sp():
     assert micro_batch_sizes(tiny_model(batch=8), 2) == [1, 2, 4]
-    assert zero_stages(1, 1, ANY) == [0, 3]
-    assert zero_stages(2, 1, MEGATRON) == [0, 1]
+    assert zero_stages(1, 1, 1, ANY) == [0, 3]
+    assert zero_stages(2, 1, 1, MEGATRON) == [0, 1]
+    assert zero_stages(2, 1, 4, DEEPSPEED) == list(DEEPSPEED.pipeline_zero_stages)
     assert offload_options(1, ANY) == [(False, False), (True, False)]
     assert len(offload_options(3, ANY)) == 4
-    assert offload_options(3, MEGATRON) == [(False, False), (True, False)]
+    assert offload_options(1, MEGATRON) == [(False, False), (True, False)]
+    assert offload_options(0, MEGATRON) == [(False, False)]  # Megatron offloads with ZeRO-1 only
     assert sequence_parallel_options(tiny_model(), 1, 1, ANY) == [False]
     assert sequence_parallel_options(tiny_model(), 2, 1, ANY) == [True, False]
 
@@ -75,5 +77,8 @@ def test_every_candidate_is_valid_and_distinct():
 
 def test_target_space_respects_limits():
     model, cluster = tiny_model(), small_cluster()
-    for st in outer_candidates(model, cluster, MEGATRON):
-        assert st.zero in (0, 1) and not st.offload_params
+    for limits in (MEGATRON, DEEPSPEED):
+        for st in outer_candidates(model, cluster, limits):
+            outer_only = [v for v in limits.violations(st.with_(stage_layers=None), model)
+                          if "split" not in v and "evenly" not in v]
+            assert outer_only == [], (limits.name, st.describe(), outer_only)
