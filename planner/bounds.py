@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 from cost_models import comm
+from cost_models.comm import OVERLAP_CONTENTION
 from cost_models.flops import block_params
 from cost_models.hardware import Hardware
 from cost_models.memory import ALLOCATOR_FRACTION, in_flight_microbatches, stage_extra_activations
@@ -71,31 +72,40 @@ def integer_min_max(layers: int, pp: int, vpp: int, c: float, first: float, last
 
 
 def step_lower_bound_s(terms: CandidateTerms, st: Strategy, layers: int) -> float:
-    """Lower bound of the ILP objective (step time) of one candidate with its terms.
+    """Lower bound of the ILP objective (step time) of one candidate with its terms."""
+    return sum(step_bound_parts(terms, st, layers).values())
 
-    Proof. The makespan part is `makespan_lower_bound_s` with c = block_none_s (which includes
+
+def step_bound_parts(terms: CandidateTerms, st: Strategy, layers: int) -> dict[str, float]:
+    """The parts of `step_lower_bound_s`: sum_i t_i / v, (m - 1/v) max_i t_i, p2p, O, G, P.
+
+    Proof. The makespan parts are `makespan_lower_bound_s` with c = block_none_s (which includes
     the exposed per-block ZeRO traffic). p2p is a constant of the candidate. O = max_i opt*params_i
-    is at least its mean over stages and at least the first/last stage's value with v blocks.
-    G: with overlap, stage 0's exposed part is max(comm_0 - bwd_0, tail) >= tail with no upstream
-    slack, so G >= tail; without overlap G >= comm_0 = g * params_0 >= g * (first + v b).
-    P >= 0.
+    is at least opt * P_max, P_max = max(mean params, first/last stage params with v blocks).
+    G (estimate.step_grad_exposed_s) is the max over stages of k c_i + max(0, ...) with
+    c_i = g params_i and k the contention share: so G >= k g P_max, and stage 0 (no upstream
+    slack) gives G >= k c_0 + tail; without overlap G = max_i c_i >= g P_max. P likewise:
+    >= k p P_max with overlap, p P_max without.
     """
-    pp, v = st.pp, st.vpp
+    pp, v, m = st.pp, st.vpp, terms.micro_batches
     first_fwd, first_bwd = terms.edge_s(0, pp)
     last_fwd, last_bwd = terms.edge_s(pp - 1, pp) if pp > 1 else (0.0, 0.0)
-    makespan = makespan_lower_bound_s(
-        layers=layers, pp=pp, vpp=v, micro_batches=terms.micro_batches,
-        block_s=terms.block_none_s, first_s=first_fwd + first_bwd, last_s=last_fwd + last_bwd)
+    c, first_s, last_s = terms.block_none_s, first_fwd + first_bwd, last_fwd + last_bwd
+    total_s = layers * c + first_s + last_s
+    slowest = total_s if pp == 1 else integer_min_max(layers, pp, v, c, first_s, last_s)
     bp = terms.block_params
     total_params = layers * bp + terms.first_params + terms.last_params
     first_params = v * bp + terms.first_params + (terms.last_params if pp == 1 else 0.0)
     last_params = v * bp + terms.last_params
-    optimizer = terms.optimizer_s_per_param * max(total_params / pp, first_params, last_params)
+    most = max(total_params / pp, first_params, last_params)
+    k, gc, pc = OVERLAP_CONTENTION, terms.grad_comm_s_per_param, terms.param_gather_s_per_param
     if st.overlap_grad_reduce:
-        grad = terms.grad_tail_s
+        grad = max(k * gc * first_params + terms.grad_tail_s, k * gc * most)
+        gather = k * pc * most
     else:
-        grad = terms.grad_comm_s_per_param * first_params
-    return makespan + terms.p2p_s + optimizer + grad
+        grad, gather = gc * most, pc * most
+    return {"sum": total_s / v, "slowest": (m - 1.0 / v) * slowest, "p2p": terms.p2p_s,
+            "optimizer": terms.optimizer_s_per_param * most, "grad": grad, "gather": gather}
 
 
 def cheapest_activation_bytes(terms: CandidateTerms, limits: EngineLimits) -> float:

@@ -14,7 +14,8 @@ from cost_models.breakdown import GIB
 from cost_models.hardware import Hardware
 from planner.bounds import memory_lower_bound_bytes
 from planner.ilp import solve_split
-from planner.search import SearchOptions, SearchResult, _Cache, _group_memory_bound, _groups, _members
+from planner.candidates import Cache, group_memory_bound, groups, members
+from planner.search import SearchOptions, SearchResult
 from planner.specs import ClusterSpec, ModelSpec
 from planner.strategy import Strategy
 from planner.targets import ANY
@@ -26,16 +27,16 @@ def min_peak_memory(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, option
                     stop_below: float = 0.0) -> tuple[float, Strategy | None]:
     """(smallest peak GPU bytes over the space, a strategy reaching it); stops early once a
     value <= `stop_below` is found (enough to know that something fits)."""
-    cache = _Cache(model, hw, options.limits)
+    cache = Cache(model, hw, options.limits)
     heap = []
-    for order, (_, group) in enumerate(_groups(model, cluster, cache, options)):
-        heap.append((_group_memory_bound(model, group.outer, cache), order, group))
+    for order, (_, group) in enumerate(groups(model, cluster, cache, options)):
+        heap.append((group_memory_bound(model, group.outer, cache), order, group))
     heapq.heapify(heap)
     order, best, best_st = len(heap), float("inf"), None
     while heap and heap[0][0] < best and best > stop_below:
         _, _, item = heapq.heappop(heap)
         if not isinstance(item, tuple):
-            for st, terms in _members(model, hw, item, cache, options):
+            for st, terms in members(model, hw, item, cache, options):
                 bound = memory_lower_bound_bytes(terms, st, model.arch.layers, options.limits)
                 heapq.heappush(heap, (bound, order, (st, terms)))
                 order += 1

@@ -60,7 +60,7 @@ def solve_split(terms: CandidateTerms, st: Strategy, layers: int, *, capacity_by
     """
     pp, v, m = st.pp, st.vpp, terms.micro_batches
     big_n = layers - v * (pp - 1)
-    b, a = terms.block, terms.acts
+    a = terms.acts
     time_unit = max(layers * terms.block_none_s * m / pp, 1e-9)
     mem_unit = capacity_bytes
 

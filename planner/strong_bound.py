@@ -17,10 +17,10 @@ exactly on the piecewise-linear sum of inverses. Any split has max_i t_i >= max(
 
 Stage 0 has no upstream slack, so with overlap G >= k c_0 + max(tail, c_0 - bwd_0) with
 c_0 = g*params_0 and k the contention share (estimate.step_grad_exposed_s), and
-P >= k p_0 + max(0, p_0 - fwd_0) with p_0 = p*params_0, where bwd_0 <= n_0 (b_bwd + r_max) + e_bwd. Every term is piecewise
-linear in n_0 (g_0 jumps only upwards), so the bound minimises their sum over n_0 exactly by
-checking the breakpoints and the end points. Summing lower bounds of separate terms bounds the
-sum.
+P >= k p_0 + max(0, p_0 - fwd_0) with p_0 = p*params_0, where bwd_0 <= n_0 (b_bwd + r_max) +
+e_bwd; G and P are also at least their split-free bounds (planner/bounds.py). For every whole
+n_0 the step is at least sum_i t_i / v + (m - 1/v) max(T*, g_0(n_0)) + p2p + O + G + P with
+these lower bounds substituted; the bound is the minimum of that over n_0.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from cost_models.comm import OVERLAP_CONTENTION
 from cost_models.memory import ALLOCATOR_FRACTION
 from cost_models.terms import CandidateTerms
-from planner.bounds import integer_min_max, step_lower_bound_s
+from planner.bounds import step_bound_parts
 from planner.ilp import _MEMORY_MARGIN
 from planner.strategy import Strategy
 from planner.targets import EngineLimits
@@ -42,7 +42,7 @@ INFEASIBLE = float("inf")
 def strong_step_lower_bound_s(terms: CandidateTerms, st: Strategy, layers: int,
                               capacity_bytes: float, limits: EngineLimits) -> float:
     """Lower bound of the candidate's ILP objective (inf when no split can fit)."""
-    pp, v, m = st.pp, st.vpp, terms.micro_batches
+    pp, v = st.pp, st.vpp
     c, b, a = terms.block_none_s, terms.block, terms.acts
     modes = [(b.recompute_full, a.none - a.full, "full"), (b.recompute_selective, a.none - a.selective, "selective")]
     modes = [(r, d) for r, d, name in modes if name in limits.recompute_modes and d > 0]
@@ -70,14 +70,14 @@ def strong_step_lower_bound_s(terms: CandidateTerms, st: Strategy, layers: int,
     if sum(s.upper for s in stages) < layers:
         return INFEASIBLE
 
-    simple = step_lower_bound_s(terms, st, layers)
-    base = simple - (m - 1.0 / v) * _simple_slowest(terms, st, layers)
+    parts = step_bound_parts(terms, st, layers)
+    base = parts["sum"] + parts["p2p"] + parts["optimizer"]
     if pp == 1:  # one stage holds all L blocks: S = t_0 >= g_0(L) as well
         level = stages[0].g(layers)
-        base += level - (layers * c + stages[0].e)
-        return base + _first_stage_min(terms, st, stages[0], level, layers, layers, r_max)
+        base += level - parts["sum"]
+        return base + _first_stage_min(terms, st, stages[0], level, parts, layers, layers, r_max)
     level = _integer_level(stages, layers, v, _water_level(stages, layers, v))
-    return base + _first_stage_min(terms, st, stages[0], level, v, big, r_max)
+    return base + _first_stage_min(terms, st, stages[0], level, parts, v, big, r_max)
 
 
 @dataclass(frozen=True)
@@ -157,54 +157,25 @@ def _integer_level(stages: list[_Stage], layers: int, v: int, level: float) -> f
     return max(best, level)
 
 
-def _simple_slowest(terms: CandidateTerms, st: Strategy, layers: int) -> float:
-    """The max_i t_i lower bound that `step_lower_bound_s` used (replaced here)."""
-    pp, v, c = st.pp, st.vpp, terms.block_none_s
-    first = sum(terms.edge_s(0, pp))
-    last = sum(terms.edge_s(pp - 1, pp)) if pp > 1 else 0.0
-    if pp == 1:
-        return layers * c + first
-    return integer_min_max(layers, pp, v, c, first, last)
-
-
-def _first_stage_min(terms: CandidateTerms, st: Strategy, stage0, level: float, lower: float,
-                     big: float, r_max: float) -> float:
-    """min over n_0 of (m - 1/v) max(T*, g_0(n_0)) + G_0(n_0) + P_0(n_0), minus the parts of
-    G already counted by `step_lower_bound_s` (the tail, or g*params_0 at v blocks)."""
+def _first_stage_min(terms: CandidateTerms, st: Strategy, stage0: _Stage, level: float,
+                     parts: dict[str, float], lower: int, upper: int, r_max: float) -> float:
+    """min over whole n_0 of (m - 1/v) max(T*, g_0(n_0)) + max(G_lb, G_0(n_0)) +
+    max(P_lb, P_0(n_0)), with G_lb, P_lb the split-free bounds of `step_bound_parts`."""
     pp, v, m = st.pp, st.vpp, terms.micro_batches
-    b = terms.block
+    b, k = terms.block, OVERLAP_CONTENTION
     fwd_e, bwd_e = terms.edge_s(0, pp)
     first = terms.stage_params(0, pp, 0)
     gc, pc, tail = terms.grad_comm_s_per_param, terms.param_gather_s_per_param, terms.grad_tail_s
     overlap = st.overlap_grad_reduce
 
-    def grad(n: float) -> float:
-        comm = gc * (n * terms.block_params + first)
+    def h(n: int) -> float:
+        grad = gc * (n * terms.block_params + first)
+        gather = pc * (n * terms.block_params + first)
         if overlap:
-            return OVERLAP_CONTENTION * comm + max(tail, comm - (n * (b.bwd + r_max) + bwd_e), 0.0)
-        return comm
+            grad = k * grad + max(tail, grad - (n * (b.bwd + r_max) + bwd_e), 0.0)
+            gather = k * gather + max(gather - (n * b.fwd + fwd_e), 0.0)
+        return ((m - 1.0 / v) * max(level, stage0.g(n)) + max(parts["grad"], grad)
+                + max(parts["gather"], gather))
 
-    def gather(n: float) -> float:
-        comm = pc * (n * terms.block_params + first)
-        if overlap:
-            return OVERLAP_CONTENTION * comm + max(comm - (n * b.fwd + fwd_e), 0.0)
-        return comm
-
-    def h(n: float) -> float:
-        return (m - 1.0 / v) * max(level, stage0.g(n)) + grad(n) + gather(n)
-
-    upper = min(big, stage0.upper)
-    kinks = [lower, upper, stage0.kink, stage0.inverse(level)]
-    if stage0.rk > 0:
-        kinks.append((stage0.r_min + stage0.rd) / stage0.rk)
-    for slope, offset in ((gc * terms.block_params - b.bwd - r_max, gc * first - bwd_e - tail),
-                          (gc * terms.block_params - b.bwd - r_max, gc * first - bwd_e),
-                          (pc * terms.block_params - b.fwd, pc * first - fwd_e)):
-        if slope != 0:
-            kinks.append(-offset / slope)
-    # n_0 is an integer: a piecewise-linear h is smallest at a whole number next to a kink.
-    lo, hi = math.ceil(lower - 1e-9), math.floor(upper + 1e-9)
-    whole = {min(max(k, lo), hi) for n in kinks for k in (math.floor(n), math.ceil(n))}
-    best = min(h(n) for n in whole)
-    already = tail if overlap else gc * (v * terms.block_params + first)
-    return best - already
+    top = min(upper, math.floor(stage0.upper))
+    return min(h(n) for n in range(lower, max(lower, top) + 1))

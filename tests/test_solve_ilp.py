@@ -2,7 +2,6 @@
 the search relies on are valid."""
 from __future__ import annotations
 
-from dataclasses import replace
 
 import pytest
 

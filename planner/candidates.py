@@ -1,0 +1,213 @@
+"""The search's candidates: groups of outer strategies with cheap bounds, their members, and
+the caches that let many candidates share block times, state bytes and terms.
+
+A group shares degrees, mbs, sp and vpp; its members differ in ZeRO stage and offload. Groups are
+what the best-first search orders first; members get their own `CandidateTerms` only when their
+group is popped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cost_models.block import block_times, edge_times
+from cost_models.flops import block_params
+from cost_models.hardware import Hardware
+from cost_models.memory import (ALLOCATOR_FRACTION, block_activations, in_flight_microbatches,
+                                stage_extra_activations, state_bytes_per_param)
+from cost_models.terms import candidate_terms
+from planner.bounds import (group_memory_lower_bound_bytes, integer_min_max,
+                            integer_min_max_for_vpp, makespan_lower_bound_s, pipeline_p2p_s)
+from planner.ilp import Solver
+from planner.space import (degree_splits, micro_batch_sizes, offload_options,
+                           sequence_parallel_options, target_accepts_model,
+                           virtual_stage_counts, world_sizes, zero_stages)
+from planner.specs import ClusterSpec, ModelSpec
+from planner.strategy import Strategy
+from planner.targets import EngineLimits
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchOptions:
+    """What to optimise and how long to try."""
+
+    limits: EngineLimits
+    """The target engine's limits (planner.targets.TARGETS)."""
+    objective: str = "time"
+    """time: step time; cost: GPU-hours for `tokens` (then every whole-node count is searched)."""
+    tokens: float = 0.0
+    """Training tokens (objective cost)."""
+    top_k: int = 3
+    """Runners-up to return besides the best (each exact: the search proves the top K+1)."""
+    time_limit_s: float = 60.0
+    """Wall-clock budget of the whole search; when hit, the gap is reported."""
+    solver: Solver = "highs"
+    allow_idle: bool = False
+    """Allow plans that leave GPUs idle (fewer than the cluster's GPUs)."""
+    cutoff: float = float("inf")
+    """Only plans with objective < cutoff are of interest (used by --deadline)."""
+
+
+@dataclass
+class Group:
+    """Candidates sharing degrees, mbs, sp and vpp; members differ in ZeRO and offload.
+    `checked` once its p2p time and group memory bound have been applied."""
+
+    degrees: tuple[int, int, int, int, int, int, bool]
+    """(dp, tp, pp, cp, vpp, mbs, sp); the Strategy is built only if the group is popped."""
+    members: int
+    checked: bool = False
+
+    @property
+    def outer(self) -> Strategy:
+        """The group's strategy without ZeRO/offload choices."""
+        dp, tp, pp, cp, vpp, mbs, sp = self.degrees
+        return Strategy(dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, mbs=mbs, sp=sp)
+
+
+def objective_weight(model: ModelSpec, st: Strategy, options: SearchOptions) -> float:
+    """Objective per second of step time: 1, or GPU-hours per step-second for T tokens."""
+    if options.objective == "time":
+        return 1.0
+    steps = options.tokens / model.training.tokens_per_step
+    return steps * st.world / 3600.0
+
+
+class Cache:
+    """Per-search caches of the pieces many candidates share.
+
+    `block_times`/`edge_times` read only tp, cp, mbs, sp and the overlap flags of a strategy;
+    state bytes only dp*cp, ZeRO and offload (tests/test_solve_bounds.py checks both).
+    """
+
+    def __init__(self, model: ModelSpec, hw: Hardware, limits: EngineLimits):
+        self.model, self.hw, self.limits = model, hw, limits
+        self._shapes: dict[tuple, tuple] = {}
+        self._states: dict[int, tuple] = {}
+        self._fits: dict[tuple, bool] = {}
+        self.terms: dict[tuple, Any] = {}
+        """Candidate terms by everything but vpp (see `member_terms`)."""
+
+    def shape(self, tp: int, cp: int, mbs: int, sp: bool):
+        """(BlockTimes, EdgeTimes, smallest stored activation bytes per block)."""
+        key = (tp, cp, mbs, sp)
+        if key not in self._shapes:
+            probe = Strategy(tp=tp, cp=cp, mbs=mbs, sp=sp)
+            acts = block_activations(self.model, probe)
+            by_mode = {"none": acts.none, "selective": acts.selective, "full": acts.full}
+            act_min = min(by_mode[m] for m in ("none", *self.limits.recompute_modes))
+            self._shapes[key] = (block_times(self.model, probe, self.hw),
+                                 edge_times(self.model, probe, self.hw), act_min)
+        return self._shapes[key]
+
+    def min_state_parts(self, dp: int, cp: int) -> tuple[float, float, float]:
+        """Smallest GPU (weights, grads, optimizer) bytes per parameter over the ZeRO/offload
+        members, each minimised on its own."""
+        if dp * cp not in self._states:
+            parts = []
+            for zero in zero_stages(dp, cp, 1, self.limits):
+                for off_opt, off_params in offload_options(zero, self.limits):
+                    st = Strategy(dp=dp, cp=cp, zero=zero, offload_optimizer=off_opt,
+                                  offload_params=off_params)
+                    b = state_bytes_per_param(self.model, st)
+                    parts.append((b.weights, b.grads, b.optimizer))
+            self._states[dp * cp] = tuple(min(p[k] for p in parts) for k in range(3))
+        return self._states[dp * cp]
+
+    def states_cannot_fit(self, outer: Strategy, zero: int, off_opt: bool, off_params: bool) -> bool:
+        """Model states alone overflow GPU or host memory on the average stage (the max is at
+        least the mean; only block parameters counted): a check that needs no terms."""
+        key = (outer.dp * outer.cp, outer.tp * outer.pp, zero, off_opt, off_params)
+        if key not in self._fits:
+            st = Strategy(dp=outer.dp, cp=outer.cp, zero=zero, offload_optimizer=off_opt,
+                          offload_params=off_params)
+            states = state_bytes_per_param(self.model, st)
+            params = self.model.arch.layers * block_params(self.model.arch) / (outer.tp * outer.pp)
+            gpu = (1.0 + ALLOCATOR_FRACTION) * (states.weights + states.grads + states.optimizer) * params
+            self._fits[key] = (gpu > self.hw.capacity_bytes
+                               or states.host * params > self.hw.host_mem_bytes_per_gpu)
+        return self._fits[key]
+
+    def min_state_bytes(self, dp: int, cp: int) -> float:
+        """Smallest GPU state bytes per parameter over the ZeRO/offload members."""
+        return sum(self.min_state_parts(dp, cp))
+
+
+def groups(model: ModelSpec, cluster: ClusterSpec, cache: Cache, options: SearchOptions):
+    """(cheap makespan bound, group) for every group, in a fixed order (the tie-break).
+
+    The bound is `makespan_lower_bound_s` with c = block fwd + bwd without ZeRO traffic (which
+    only adds time), so it is below every member's refined bound.
+    """
+    limits, layers, batch = options.limits, model.arch.layers, model.training.global_batch
+    if not target_accepts_model(model, limits):
+        return
+    worlds = world_sizes(cluster, options.allow_idle or options.objective == "cost")
+    for world in worlds:
+        for dp, tp, pp, cp in degree_splits(model, world, cluster.gpus_per_node, limits):
+            members = sum(len(offload_options(z, limits)) for z in zero_stages(dp, cp, pp, limits))
+            weight = objective_weight(model, Strategy(dp=dp, tp=tp, pp=pp, cp=cp), options)  # per world
+            for mbs in micro_batch_sizes(model, dp):
+                m = batch // (dp * mbs)
+                for sp in sequence_parallel_options(model, tp, cp, limits):
+                    block, edge, _ = cache.shape(tp, cp, mbs, sp)
+                    block_s = block.fwd + block.bwd
+                    first_s, last_s = edge.first_fwd + edge.first_bwd, edge.last_fwd + edge.last_bwd
+                    if pp == 1:
+                        first_s, last_s = first_s + last_s, 0.0
+                    at_one = integer_min_max(layers, pp, 1, block_s, first_s, last_s) if pp > 1 else 0.0
+                    for vpp in virtual_stage_counts(model, pp, m, limits):
+                        slowest = integer_min_max_for_vpp(layers, pp, vpp, block_s, first_s,
+                                                          last_s, at_one)
+                        bound = makespan_lower_bound_s(
+                            layers=layers, pp=pp, vpp=vpp, micro_batches=m, block_s=block_s,
+                            first_s=first_s, last_s=last_s, slowest=slowest) * weight
+                        yield bound, Group((dp, tp, pp, cp, vpp, mbs, sp), members)
+
+
+def group_memory_bound(model: ModelSpec, outer: Strategy, cache: Cache) -> float:
+    _, _, act_min = cache.shape(outer.tp, outer.cp, outer.mbs, outer.sp)
+    return group_memory_lower_bound_bytes(
+        model, outer, state_bytes=cache.min_state_bytes(outer.dp, outer.cp), act_bytes=act_min)
+
+
+def member_choices(outer: Strategy, options: SearchOptions):
+    """(zero, offload_optimizer, offload_params) of a group's members."""
+    for zero in zero_stages(outer.dp, outer.cp, outer.pp, options.limits):
+        for off_opt, off_params in offload_options(zero, options.limits):
+            yield zero, off_opt, off_params
+
+
+def member_strategies(group: Group, options: SearchOptions):
+    """The group's candidates (outer strategies)."""
+    outer = group.outer
+    for zero, off_opt, off_params in member_choices(outer, options):
+        yield outer.with_(zero=zero, offload_optimizer=off_opt, offload_params=off_params)
+
+
+def member_terms(model: ModelSpec, hw: Hardware, st: Strategy, cache: Cache):
+    """A candidate's terms: from the cache's block/edge times, or derived from the same
+    candidate with another vpp (only in-flight counts, their extras and p2p depend on vpp)."""
+    key = (st.dp, st.tp, st.pp, st.cp, st.mbs, st.sp, st.zero, st.offload_optimizer,
+           st.offload_params)
+    base = cache.terms.get(key)
+    if base is None:
+        block, edge, _ = cache.shape(st.tp, st.cp, st.mbs, st.sp)
+        cache.terms[key] = candidate_terms(model, st, hw, block=block, edge=edge)
+        return cache.terms[key]
+    return with_vpp(model, hw, st, base)
+
+
+def with_vpp(model: ModelSpec, hw: Hardware, st: Strategy, base):
+    """`base` (terms of `st` with another vpp) re-evaluated for st.vpp; equal to
+    `candidate_terms(model, st, hw)` (tests/test_solve_ilp.py checks it)."""
+    m = base.micro_batches
+    in_flight = tuple(in_flight_microbatches(i, st, m) for i in range(st.pp))
+    extra = tuple(stage_extra_activations(model, st, i, in_flight[i]) for i in range(st.pp))
+    return replace(base, in_flight=in_flight, extra_acts=extra, p2p_s=pipeline_p2p_s(model, st, hw))
+
+
+def members(model: ModelSpec, hw: Hardware, group: Group, cache: Cache, options: SearchOptions):
+    """The group's candidates with their terms."""
+    for st in member_strategies(group, options):
+        yield st, member_terms(model, hw, st, cache)
