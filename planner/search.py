@@ -82,8 +82,6 @@ class SearchResult:
     lower_bound: float = 0.0
     """Proven lower bound of the best objective."""
     stats: SearchStats = field(default_factory=SearchStats)
-    smallest_memory: tuple[float, Strategy] | None = None
-    """(memory lower bound, candidate) of the candidate closest to fitting (for explanations)."""
 
     @property
     def best(self) -> Ranked | None:
@@ -131,7 +129,7 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
             order += 1
             continue
         if isinstance(item, Group):
-            # Level 3: the members, each with its terms, refined bound and memory bound.
+            # Level 3: the members whose states fit, each with its terms and refined bound.
             outer = item.outer
             for zero, off_opt, off_params in member_choices(outer, options):
                 if cache.states_cannot_fit(outer, zero, off_opt, off_params):
@@ -139,9 +137,6 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
                     continue
                 st = outer.with_(zero=zero, offload_optimizer=off_opt, offload_params=off_params)
                 terms = member_terms(model, hw, st, cache)
-                if _member_cannot_fit(terms, st, model.arch.layers, hw, options, result):
-                    stats.pruned_by_memory += 1
-                    continue
                 refined = step_lower_bound_s(terms, st, model.arch.layers) * objective_weight(model, st, options)
                 heapq.heappush(heap, (max(bound, refined), order, (st, terms, False)))
                 order += 1
@@ -149,9 +144,12 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
         st, terms, strong = item
         weight = objective_weight(model, st, options)
         if not strong:
-            # Level 4: the stronger bound (memory-forced recompute, first-stage DP traffic).
-            tight = strong_step_lower_bound_s(terms, st, model.arch.layers, hw.capacity_bytes,
-                                              options.limits) * weight
+            # Level 4: the memory bound, then the stronger time bound (memory-forced recompute,
+            # first-stage DP traffic).
+            tight = float("inf")
+            if not _member_cannot_fit(terms, st, model.arch.layers, hw, options):
+                tight = strong_step_lower_bound_s(terms, st, model.arch.layers, hw.capacity_bytes,
+                                                  options.limits) * weight
             if tight == float("inf"):
                 stats.pruned_by_memory += 1
             else:
@@ -194,13 +192,11 @@ def _layout(st: Strategy) -> tuple:
     return (st.world, st.dp, st.tp, st.pp, st.cp, st.vpp, st.mbs, st.sp)
 
 
-def _member_cannot_fit(terms, st: Strategy, layers: int, hw: Hardware, options: SearchOptions,
-                       result: SearchResult) -> bool:
-    """Memory lower bounds of one candidate; remembers the one closest to fitting."""
+def _member_cannot_fit(terms, st: Strategy, layers: int, hw: Hardware,
+                       options: SearchOptions) -> bool:
+    """Memory lower bounds of one candidate (GPU and host)."""
     mem = memory_lower_bound_bytes(terms, st, layers, options.limits)
     host = host_lower_bound_bytes(terms, st, layers)
-    if result.smallest_memory is None or mem < result.smallest_memory[0]:
-        result.smallest_memory = (mem, st)
     return mem > hw.capacity_bytes or host > hw.host_mem_bytes_per_gpu
 
 
