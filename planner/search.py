@@ -188,8 +188,9 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
 
 
 def _layout(st: Strategy) -> tuple:
-    """Runners-up differ in layout (degrees, vpp, mbs, sp), not only in ZeRO stage or offload."""
-    return (st.world, st.dp, st.tp, st.pp, st.cp, st.vpp, st.mbs, st.sp)
+    """Runners-up differ in their parallel degrees (dp, tp, pp, cp), not only in vpp, mbs,
+    ZeRO stage or offload (the best of each degree layout is kept)."""
+    return (st.world, st.dp, st.tp, st.pp, st.cp)
 
 
 def _member_cannot_fit(terms, st: Strategy, layers: int, hw: Hardware,
