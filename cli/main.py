@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cli import cmd_estimate, cmd_presets
+from cli import cmd_estimate, cmd_presets, cmd_validate
 from planner.errors import FmplanError
 
 app = typer.Typer(
@@ -37,7 +37,7 @@ def _root(
     """fmplan: parallelism planner for LLM training."""
 
 
-for module in (cmd_estimate, cmd_presets):
+for module in (cmd_estimate, cmd_presets, cmd_validate):
     module.register(app)
 
 

@@ -12,7 +12,7 @@ from cost_models.block import BlockTimes, EdgeTimes, block_times, edge_times
 from cost_models.flops import block_params, embedding_params, head_params
 from cost_models.hardware import Hardware
 from cost_models.memory import (ZERO3_PREFETCH_BLOCKS, BlockActivations, StateBytes,
-                                block_activations, in_flight_microbatches,
+                                block_activations, element_bytes, in_flight_microbatches,
                                 optimizer_bytes_per_param, stage_extra_activations,
                                 state_bytes_per_param)
 from cost_models.pipeline import p2p_transfers_on_critical_path
@@ -145,7 +145,8 @@ def candidate_terms(model: ModelSpec, st: Strategy, hw: Hardware) -> CandidateTe
         acts=block_activations(model, st), states=states, block_params=b_params,
         first_params=first, last_params=last, in_flight=in_flight, extra_acts=extra,
         zero_block_fwd_s=zero_fwd, zero_block_bwd_s=zero_bwd,
-        zero3_buffer_bytes=ZERO3_PREFETCH_BLOCKS * 2 * b_params if st.zero == 3 else 0.0,
+        zero3_buffer_bytes=(ZERO3_PREFETCH_BLOCKS * element_bytes(model) * b_params
+                            if st.zero == 3 else 0.0),
         grad_comm_s_per_param=grad_per_param, grad_tail_s=grad_tail,
         param_gather_s_per_param=param_per_param,
         optimizer_s_per_param=_optimizer_s_per_param(model, st, hw),
