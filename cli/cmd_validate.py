@@ -30,7 +30,7 @@ def validate_command(
     plan: Annotated[Path, typer.Argument(help="plan.yaml written by `fmplan solve`.")],
     device: Annotated[Device, typer.Option("--device", help="cuda (NCCL) or cpu (gloo).")] = Device.cpu,
     steps: Annotated[int, typer.Option("--steps", help="Timed steps after the warm-up.")] = 3,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps (>= 2; the 2nd tracks memory).")] = 2,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps (>= 3; the 3rd tracks memory).")] = 3,
     scale_down: Annotated[bool, typer.Option("--scale-down", help="Run the plan's shape on a smaller model.")] = False,
     profile: ProfileOpt = None,
     as_json: JsonOpt = False,

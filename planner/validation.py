@@ -153,9 +153,9 @@ def validate_plan(plan, *, device: str, steps: int, warmup: int, scale: bool,
     from cost_models.hardware import from_cluster
     from planner.runtime.launch import RunRequest, launch
 
-    if steps < 1 or warmup < 2:
-        raise InputError(f"need --steps >= 1 and --warmup >= 2, got {steps} and {warmup}",
-                         hint="the first two warm-up steps allocate states and track the peak")
+    if steps < 1 or warmup < 3:
+        raise InputError(f"need --steps >= 1 and --warmup >= 3, got {steps} and {warmup}",
+                         hint="two warm-up steps allocate states and buckets, the third tracks the peak")
     model, st, notes = runtime_model(plan.model), plan.strategy, []
     if scale:
         model, st, scale_notes = scale_down(model, st)

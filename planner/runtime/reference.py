@@ -17,7 +17,7 @@ def reference_losses(model: ModelSpec, steps: int, *, tp: int = 1, seed: int = 0
     vocabulary padding (to a multiple of 128 * tp, as the parallel run pads it)."""
     train = model.training
     net = build_decoder(model.arch, train.seq_len, tp=tp, pp=1, seed=seed)
-    optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+    optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE, foreach=False)
     losses = []
     for step in range(steps):
         inputs, labels = synthetic_batch(model.arch.vocab, train.global_batch, train.seq_len, step, seed)

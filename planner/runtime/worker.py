@@ -33,10 +33,11 @@ from planner.runtime.pipeline import chunk_model, stage_recompute_sets, virtual_
 from planner.specs import ModelSpec
 from planner.strategy import Strategy
 
-WARMUP_MIN = 2
-"""The first step allocates optimizer states and pipeline buffers (untracked: the pipeline's
-shape inference runs autograd.grad, which MemTracker's module hooks do not support); the second
-runs under MemTracker with every persistent tensor in place, so its peak is the steady state."""
+WARMUP_MIN = 3
+"""Untracked steps first: the first allocates optimizer states and pipeline buffers (the
+pipeline's shape inference runs autograd.grad, which MemTracker's module hooks do not support),
+the second lets DDP rebuild its gradient buckets (a one-off second copy of all gradients). The
+third runs under MemTracker with every persistent tensor in place: the steady-state peak."""
 
 
 @dataclass
@@ -149,10 +150,10 @@ def run(model: ModelSpec, st: Strategy, device: torch.device, *, steps: int, war
     """Train for warm-up + timed steps and return this rank's measurements."""
     trainer = build_trainer(model, st, device, seed)
     meter = StepMeter(device)
-    losses = [trainer.step()]
+    losses = [trainer.step() for _ in range(WARMUP_MIN - 1)]
     externals = [*trainer.modules, trainer.optimizer, *pipeline_buffers(trainer.stages)]
     losses += meter.tracked(trainer.step, 1, externals)
-    losses += [trainer.step() for _ in range(max(warmup - WARMUP_MIN, 0))]
+    losses += [trainer.step() for _ in range(warmup - WARMUP_MIN)]
     losses += meter.timed(trainer.step, steps)
     states = state_bytes(trainer.modules, optimizer_states(trainer.optimizer))
     return {
