@@ -64,7 +64,7 @@ def launch(runs: list[RunRequest], *, device: str, steps: int, warmup: int, seed
             # A crash on one rank shows up on its peers as a closed connection: report the cause.
             causes = [e for e in errors if "Connection closed by peer" not in e] or errors
             text = causes[0] if causes else (proc.stderr or proc.stdout)
-            tail = "\n".join(text.strip().splitlines()[-25:])
+            tail = "\n".join(text.strip().splitlines()[-int(os.environ.get("FMPLAN_TRACE_LINES", "25")):])
             raise EnvironmentProblem(f"torchrun with {world} processes failed "
                                      f"(exit {proc.returncode}):\n{tail}")
         return {r.run_id: _collect(out_dir / r.run_id, world) for r in runs}

@@ -128,8 +128,8 @@ class Decoder(nn.Module):
         if self.tok_embeddings is not None:
             h = self.tok_embeddings(tokens)
             if self.pos_embeddings is not None:
-                positions = torch.arange(tokens.shape[1], device=tokens.device)
-                h = h + self.pos_embeddings(positions)[None]
+                positions = torch.arange(tokens.shape[1], device=tokens.device)[None]
+                h = h + self.pos_embeddings(positions)  # (1, seq, hidden): TP/SP shard it as h
         for layer in self.layers.values():
             h = layer(h)
         if self.norm is not None:

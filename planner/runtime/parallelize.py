@@ -6,7 +6,11 @@ whose parameters are already sharded; then data parallelism (FSDP2 or DDP) last,
 see the final parameters and module structure to shard or bucket them.
 
 ZeRO mapping:
-* zero 0: DDP (gradient buckets are the grads: gradient_as_bucket_view).
+* zero 0: DDP (gradient buckets are the grads: gradient_as_bucket_view). With pipeline or
+  tensor parallelism DDP does not work here (its bucket rebuild asserts under the pipeline
+  schedule's split backward; it cannot bucket DTensor shards), so there FSDP2 runs as pure
+  replication: HSDP over a (dp, 1) mesh, whose shard group of one leaves full parameters,
+  gradients and optimizer states on every rank and all-reduces the gradients across dp.
 * zero 1: DDP + ZeroRedundancyOptimizer (optimizer states partitioned by whole parameters over
   the dp ranks; see `build_optimizer`).
 * zero 2: FSDP2 `fully_shard(reshard_after_forward=False)`: parameters, grads and optimizer
@@ -98,17 +102,23 @@ def apply_recompute(model: Decoder, full_layers: set[str], selective_layers: set
             model.layers[name].attention.recompute_core = True
 
 
-def apply_data_parallel(model: nn.Module, st: Strategy, dp_mesh: DeviceMesh | None) -> nn.Module:
-    """Wrap `model` for the dp group by the plan's ZeRO stage (module docstring); dp = 1: as is."""
+def apply_data_parallel(model: nn.Module, st: Strategy, dp_mesh: DeviceMesh | None,
+                        replicate_mesh: DeviceMesh | None) -> nn.Module:
+    """Wrap `model` for the dp group by the plan's ZeRO stage (module docstring); dp = 1: as is.
+    `replicate_mesh` is the 2-D (dp, 1) mesh used for ZeRO-0 under PP or TP."""
     if dp_mesh is None:
         return model
-    if st.zero >= 2:
+    if st.zero == 1 and (st.pp > 1 or st.tp > 1):
+        raise NotImplementedError("the validation runtime maps ZeRO-1 to ZeroRedundancyOptimizer, "
+                                  "which it runs only without pipeline and tensor parallelism")
+    if st.zero >= 2 or (st.zero == 0 and (st.pp > 1 or st.tp > 1)):
+        mesh = dp_mesh if st.zero >= 2 else replicate_mesh
         offload = st.offload_optimizer or st.offload_params
         policy = CPUOffloadPolicy(pin_memory=torch.cuda.is_available()) if offload else OffloadPolicy()
         for block in model.layers.values():
-            fully_shard(block, mesh=dp_mesh, reshard_after_forward=st.zero == 3,
+            fully_shard(block, mesh=mesh, reshard_after_forward=st.zero == 3,
                         offload_policy=policy)
-        fully_shard(model, mesh=dp_mesh, reshard_after_forward=False, offload_policy=policy)
+        fully_shard(model, mesh=mesh, reshard_after_forward=False, offload_policy=policy)
         return model
     return DistributedDataParallel(model, process_group=dp_mesh.get_group(),
                                    gradient_as_bucket_view=True, broadcast_buffers=False)

@@ -107,7 +107,8 @@ def build_trainer(model: ModelSpec, st: Strategy, device: torch.device, seed: in
     """Build this rank's part of the model and apply the strategy (see `parallelize`)."""
     if st.cp > 1:
         raise NotImplementedError("the validation runtime does not run context parallelism")
-    mesh = init_device_mesh(device.type, (st.pp, st.dp, st.tp), mesh_dim_names=("pp", "dp", "tp"))
+    mesh = init_device_mesh(device.type, (st.pp, st.dp, 1, st.tp),
+                            mesh_dim_names=("pp", "dp", "dp_shard", "tp"))
     coords = {name: mesh[name].get_local_rank() for name in ("pp", "dp", "tp")}
     stages = st.stages(model)
     virtual = virtual_stage_layers(stages, st.vpp)
@@ -120,13 +121,14 @@ def build_trainer(model: ModelSpec, st: Strategy, device: torch.device, seed: in
     else:
         chunks = [chunk_model(whole, virtual[v], first=v == 0, last=v == n_virtual - 1) for v in ids]
     dp_mesh = mesh["dp"] if st.dp > 1 else None
+    replicate_mesh = mesh["dp", "dp_shard"] if st.dp > 1 else None
     modules = []
     for chunk in chunks:
         chunk.to(device)
         if st.tp > 1:
             apply_tensor_parallel(chunk, mesh["tp"], st.sp)
         apply_recompute(chunk, full, selective)
-        modules.append(apply_data_parallel(chunk, st, dp_mesh))
+        modules.append(apply_data_parallel(chunk, st, dp_mesh, replicate_mesh))
     params = [p for m in modules for p in m.parameters()]
     optimizer = build_optimizer(params, st, dp_mesh)
     stages = [PipelineStage(m, v, n_virtual, device, group=mesh["pp"].get_group())
