@@ -1,7 +1,8 @@
 """Measured vs predicted memory of small plans run on 2 CPU processes (gloo).
 
-Prints one table per quantity (MiB, and the error in percent) for the plans of
-tests/test_validate_runs.py, plus MemTracker's own breakdown at the peak. Run:
+Prints predicted / measured MiB and the error per rank for the plans of
+tests/test_validate_runs.py plus ZeRO-1, ZeRO-2 and a GPT-style model (GELU, LayerNorm, biases,
+learned positions) under TP+SP, and MemTracker's own breakdown at the peak. Run:
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD python bench/validate_accuracy.py
 """
 from __future__ import annotations
@@ -21,20 +22,34 @@ from planner.validation import compare  # noqa: E402
 from test_validate_runs import PLANS, STEPS, WARMUP, tiny_model  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from planner.loading import load_cluster  # noqa: E402
+from planner.strategy import Strategy  # noqa: E402
 
 MIB = 2 ** 20
 
 
-def main() -> None:
+def plans() -> dict:
+    """name -> (model, strategy)."""
     model = tiny_model()
+    gpt = replace(model, name="gpt-tiny", arch=replace(
+        model.arch, mlp="gelu", norm="layernorm", linear_bias=True, learned_positions=True,
+        kv_heads=model.arch.heads))
+    runs = {name: (model, st) for name, st in PLANS.items()}
+    runs["zero1"] = (model, Strategy(dp=2, zero=1))
+    runs["zero2"] = (model, Strategy(dp=2, zero=2))
+    runs["gpt_tp_sp"] = (gpt, Strategy(tp=2, sp=True))
+    return runs
+
+
+def main() -> None:
+    runs = plans()
     cluster = replace(load_cluster("dgx-h100"), gpus_per_node=2)
-    results = launch([RunRequest(run_id=k, model=model, strategy=st) for k, st in PLANS.items()],
+    results = launch([RunRequest(run_id=k, model=m, strategy=st) for k, (m, st) in runs.items()],
                      device="cpu", steps=STEPS, warmup=WARMUP)
-    table = Table(title=f"{model.name} (fp32), 2 CPU ranks: predicted / measured MiB (error %)")
+    table = Table(title="llama-tiny / gpt-tiny (fp32), 2 CPU ranks: predicted / measured MiB (error %)")
     quantities = ("weights", "grads", "optimizer", "transient", "peak")
     for col in ("plan", "rank", "stage", *quantities, "tracker: act+temp / params / other"):
         table.add_column(col, justify="right")
-    for name, st in PLANS.items():
+    for name, (model, st) in runs.items():
         rows = compare(model, st, estimate(model, cluster, st), results[name], time_comparable=False)
         for rank in results[name]:
             cells = []

@@ -68,7 +68,7 @@ class Trainer:
             local = self._pipeline(inputs, labels) if st.pp > 1 else self._accumulate(inputs, labels)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=False)
-        loss = torch.tensor([local], dtype=torch.float64)
+        loss = torch.tensor([local], dtype=torch.float64, device=self.device)  # NCCL: on the GPU
         dist.all_reduce(loss)  # only last-stage ranks contribute; each tp rank holds the same loss
         return float(loss.item()) / (st.dp * st.tp)
 
@@ -153,7 +153,9 @@ def run(model: ModelSpec, st: Strategy, device: torch.device, *, steps: int, war
     trainer = build_trainer(model, st, device, seed)
     meter = StepMeter(device)
     losses = [trainer.step() for _ in range(WARMUP_MIN - 1)]
-    externals = [*trainer.modules, trainer.optimizer, *pipeline_buffers(trainer.stages)]
+    # ZeroRedundancyOptimizer keeps this rank's states in its inner optimizer (`.optim`).
+    optimizer = getattr(trainer.optimizer, "optim", trainer.optimizer)
+    externals = [*trainer.modules, optimizer, *pipeline_buffers(trainer.stages)]
     losses += meter.tracked(trainer.step, 1, externals)
     losses += [trainer.step() for _ in range(warmup - WARMUP_MIN)]
     losses += meter.timed(trainer.step, steps)
