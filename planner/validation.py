@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from dataclasses import dataclass, replace
 from typing import Any
 
 from cost_models.breakdown import CostBreakdown
 from cost_models.flops import padded_vocab
 from cost_models.memory import optimizer_bytes_per_param, stage_params, state_bytes_per_param
+from cost_models.hardware import Hardware
 from planner.errors import EnvironmentProblem, InputError
-from planner.specs import ModelSpec
+from planner.plan import Plan
+from planner.specs import ClusterSpec, ModelSpec
 from planner.strategy import Strategy
 
 STATE_KEYS = ("weights", "grads", "optimizer")
@@ -141,8 +144,8 @@ def _row(rank: dict[str, Any], quantity: str, unit: str, pred: float | None,
             "predicted": pred, "measured": meas, "error_pct": error}
 
 
-def validate_plan(plan, *, device: str, steps: int, warmup: int, scale: bool,
-                  profile=None) -> dict[str, Any]:
+def validate_plan(plan: Plan, *, device: str, steps: int, warmup: int, scale: bool,
+                  profile: Path | None = None) -> dict[str, Any]:
     """Run `plan` on torch.distributed (see `planner.runtime`) and compare with `estimate()`.
 
     Returns a JSON-ready report: the runtime model and strategy, notes, per-step losses and the
@@ -178,7 +181,10 @@ def validate_plan(plan, *, device: str, steps: int, warmup: int, scale: bool,
     }
 
 
-def _with_profile(hardware, profile, cluster, notes: list[str]):
+def _with_profile(hardware: Hardware, profile: Path, cluster: ClusterSpec,
+                  notes: list[str]) -> tuple[Hardware, bool]:
+    """The hardware with the profile applied and True, or unchanged and False (with a note)
+    when this build lacks profile support."""
     try:
         from cost_models.profile_format import apply_profile
     except ImportError:

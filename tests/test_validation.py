@@ -121,3 +121,14 @@ def test_validate_help_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
+
+
+def test_profile_without_profile_support_says_only_memory_compares(monkeypatch, tmp_path):
+    from cost_models.hardware import from_cluster
+    from planner.validation import _with_profile
+
+    monkeypatch.setitem(sys.modules, "cost_models.profile_format", None)  # import -> ImportError
+    cluster = load_cluster("dgx-h100")
+    notes: list[str] = []
+    hardware, comparable = _with_profile(from_cluster(cluster), tmp_path / "p.json", cluster, notes)
+    assert not comparable and "only memory is comparable" in notes[0]

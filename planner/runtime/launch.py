@@ -4,6 +4,9 @@ One `torch.distributed.run --standalone` launch per world size runs all the give
 (a launch costs ~5 s here; the runs then share one process group). torchrun is used rather than
 `torch.multiprocessing.spawn` because it is what users launch real jobs with, and its rank
 environment (RANK, LOCAL_RANK, WORLD_SIZE) is the one the worker reads.
+
+A failed launch reports the failing rank's traceback (its last 25 lines; set FMPLAN_TRACE_LINES
+for more).
 """
 from __future__ import annotations
 
