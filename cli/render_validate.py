@@ -32,3 +32,11 @@ def render_validation(report: dict[str, Any], console: Console | None = None) ->
                       _amount(row["predicted"], row["unit"]), _amount(row["measured"], row["unit"]),
                       error)
     console.print(table)
+    tracker = Table(title="MemTracker at the tracked step's peak (MiB)")
+    keys = ("params", "grads", "optimizer", "activations", "temporaries", "buffers", "other", "total")
+    for col in ("rank", *keys):
+        tracker.add_column(col, justify="right")
+    for rank in report["ranks"]:
+        peak = rank["tracker_peak_bytes"]
+        tracker.add_row(str(rank["rank"]), *(_amount(peak.get(k, 0), "bytes") for k in keys))
+    console.print(tracker)

@@ -159,6 +159,7 @@ def validate_plan(plan: Plan, *, device: str, steps: int, warmup: int, scale: bo
     if steps < 1 or warmup < 3:
         raise InputError(f"need --steps >= 1 and --warmup >= 3, got {steps} and {warmup}",
                          hint="two warm-up steps allocate states and buckets, the third tracks the peak")
+    check_runnable(plan.strategy)
     model, st, notes = runtime_model(plan.model), plan.strategy, []
     if scale:
         model, st, scale_notes = scale_down(model, st)
@@ -178,7 +179,24 @@ def validate_plan(plan: Plan, *, device: str, steps: int, warmup: int, scale: bo
         "runtime": "fp32 weights, grads, Adam moments and activations; no dropout",
         "notes": notes, "losses": results[0]["losses"],
         "rows": compare(model, st, predicted, results, time_comparable=time_comparable),
+        "ranks": [{"rank": r["rank"], "coords": r["coords"], "tracker_peak_bytes": r["tracker_peak_bytes"],
+                   "cuda_peak_bytes": r["cuda_peak_bytes"], "states_bytes": r["states_bytes"],
+                   "step_times_s": r["step_times_s"]} for r in results],
     }
+
+
+def check_runnable(st: Strategy) -> None:
+    """Refuse the parts of the strategy space the runtime does not run, before launching."""
+    if st.cp > 1:
+        raise InputError(f"the validation runtime does not run context parallelism (cp={st.cp})",
+                         key_path="strategy.cp", hint="validate the plan with cp folded into dp")
+    if st.zero == 1 and (st.tp > 1 or st.pp > 1):
+        raise InputError("the validation runtime runs ZeRO-1 (ZeroRedundancyOptimizer) only with "
+                         f"tp = pp = 1, got tp={st.tp} pp={st.pp}", key_path="strategy.zero",
+                         hint="zero=0 or zero=2 shows the same parallel layout")
+    if (st.offload_optimizer or st.offload_params) and st.zero < 2:
+        raise InputError("the validation runtime offloads through FSDP2's CPUOffloadPolicy, "
+                         f"which needs zero >= 2, got zero={st.zero}", key_path="strategy.zero")
 
 
 def _with_profile(hardware: Hardware, profile: Path, cluster: ClusterSpec,

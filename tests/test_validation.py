@@ -132,3 +132,16 @@ def test_profile_without_profile_support_says_only_memory_compares(monkeypatch, 
     notes: list[str] = []
     hardware, comparable = _with_profile(from_cluster(cluster), tmp_path / "p.json", cluster, notes)
     assert not comparable and "only memory is comparable" in notes[0]
+
+
+@pytest.mark.parametrize("st, words", [
+    (Strategy(dp=1, cp=2), "context parallelism"),
+    (Strategy(tp=2, zero=1, dp=2), "ZeRO-1"),
+    (Strategy(dp=2, zero=1, offload_optimizer=True), "CPUOffloadPolicy"),
+])
+def test_strategies_the_runtime_cannot_run_are_refused_up_front(st, words):
+    from planner.errors import InputError
+    from planner.validation import check_runnable
+
+    with pytest.raises(InputError, match=words):
+        check_runnable(st)
