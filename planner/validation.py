@@ -205,7 +205,9 @@ def _with_profile(hardware: Hardware, profile: Path, cluster: ClusterSpec,
     when this build lacks profile support."""
     try:
         from cost_models.profile_format import apply_profile
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name != "cost_models.profile_format":
+            raise  # present but broken: show it, do not hide it behind the fallback
         notes.append("--profile ignored: this build has no profile support "
                      "(cost_models.profile_format); only memory is comparable")
         return hardware, False
