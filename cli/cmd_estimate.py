@@ -28,6 +28,8 @@ def estimate_command(
     dp: Annotated[Optional[int], typer.Option("--dp", help="Data-parallel degree (default: the rest).")] = None,
     cp: Annotated[int, typer.Option("--cp", help="Context-parallel degree.")] = 1,
     vpp: Annotated[int, typer.Option("--vpp", help="Virtual pipeline chunks per stage.")] = 1,
+    ep: Annotated[int, typer.Option("--ep", help="Expert-parallel degree (MoE).")] = 1,
+    etp: Annotated[int, typer.Option("--etp", help="Expert tensor-parallel degree (MoE).")] = 1,
     mbs: Annotated[int, typer.Option("--mbs", help="Micro-batch size (sequences).")] = 1,
     zero: Annotated[int, typer.Option("--zero", help="ZeRO stage 0-3.")] = 0,
     sp: Annotated[Optional[bool], typer.Option("--sp/--no-sp", help="Sequence parallelism (default: on when tp > 1).")] = None,
@@ -42,7 +44,7 @@ def estimate_command(
     """Predict step time, per-GPU memory and MFU of one strategy."""
     model_spec, cluster_spec = load_inputs(model, cluster, nodes)
     strategy = strategy_from_options(
-        dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, mbs=mbs, zero=zero, sp=sp, recompute=recompute,
+        dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, ep=ep, etp=etp, mbs=mbs, zero=zero, sp=sp, recompute=recompute,
         recompute_layers=recompute_layers, offload=offload, stage_layers=stage_layers,
         overlap_grad_reduce=overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap,
         cluster=cluster_spec)

@@ -6,16 +6,17 @@ Nothing imported at module level pulls in torch: `fmplan --help`, `estimate` and
 from __future__ import annotations
 
 import sys
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
 
-from cli import cmd_estimate, cmd_presets, cmd_validate
-from planner.errors import FmplanError
+from cli import cmd_emit, cmd_estimate, cmd_presets, cmd_profile, cmd_validate
+from planner.errors import FmplanError, FmplanWarning
 
 app = typer.Typer(
-    name="fmplan", add_completion=False, no_args_is_help=True,
+    name="fmplan", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Plan how to train a foundation model on a GPU cluster: estimate, solve, emit, profile.")
 
@@ -37,25 +38,30 @@ def _root(
     """fmplan: parallelism planner for LLM training."""
 
 
-for module in (cmd_estimate, cmd_presets, cmd_validate):
+for module in (cmd_estimate, cmd_presets, cmd_emit, cmd_profile, cmd_validate):
     module.register(app)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """FmplanWarning as one `warning: ...` line on stderr; other warnings as Python prints them."""
+    if issubclass(category, FmplanWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main() -> None:
-    """Console entry point: run the app, turning FmplanError into its exit code and one line."""
+    """Console entry point: typer handles usage errors (exit 2); FmplanError becomes its exit
+    code and one line on stderr; FmplanWarning one `warning:` line."""
+    warnings.showwarning = _show_warning
     try:
-        app(standalone_mode=False)
+        app()
     except FmplanError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except (typer.BadParameter, typer.BadParameter.__mro__[1]) as exc:  # click.UsageError
-        exc.show()
-        sys.exit(2)
 
 
 if __name__ == "__main__":

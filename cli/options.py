@@ -37,12 +37,16 @@ def parse_stage_layers(text: str | None) -> tuple[int, ...] | None:
 
 
 def strategy_from_options(*, dp: int | None, tp: int, pp: int, cp: int, vpp: int, mbs: int,
+                          ep: int = 1, etp: int = 1,
                           zero: int, sp: bool | None, recompute: str, recompute_layers: int | None,
                           offload: str, stage_layers: str | None, overlap_grad_reduce: bool,
                           tp_comm_overlap: bool, cluster: ClusterSpec) -> Strategy:
     """Build a Strategy from CLI flags; dp defaults to the GPUs left after tp*pp*cp."""
     if dp is None:
-        dp = max(cluster.gpus // (tp * pp * cp), 1)
+        if tp < 1 or pp < 1 or cp < 1 or cluster.gpus % (tp * pp * cp):
+            raise InputError(f"tp*pp*cp = {tp}*{pp}*{cp} = {tp * pp * cp} does not divide the "
+                             f"cluster's {cluster.gpus} GPUs", hint="pass --dp explicitly or change the degrees")
+        dp = cluster.gpus // (tp * pp * cp)
     offload_opts = {"none": (False, False), "optimizer": (True, False), "params": (False, True),
                     "all": (True, True)}
     if offload not in offload_opts:
@@ -50,7 +54,7 @@ def strategy_from_options(*, dp: int | None, tp: int, pp: int, cp: int, vpp: int
     if recompute not in ("none", "selective", "full"):
         raise InputError(f"--recompute must be none, selective or full, got {recompute!r}")
     off_opt, off_params = offload_opts[offload]
-    return Strategy(dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, mbs=mbs, zero=zero,
+    return Strategy(dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, ep=ep, etp=etp, mbs=mbs, zero=zero,
                     sp=(tp > 1) if sp is None else sp, recompute=recompute,
                     recompute_layers=recompute_layers, offload_optimizer=off_opt,
                     offload_params=off_params, stage_layers=parse_stage_layers(stage_layers),

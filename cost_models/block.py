@@ -35,16 +35,20 @@ class BlockTimes:
     """Exposed context-parallel exchange in the backward."""
     recompute_selective: float
     """Re-running the attention core (selective recompute)."""
+    fwd_ep: float = 0.0
+    """Expert-parallel token exchange in the forward (MoE blocks)."""
+    bwd_ep: float = 0.0
+    """Expert-parallel token exchange in the backward (MoE blocks)."""
 
     @property
     def fwd(self) -> float:
         """Forward wall time including exposed communication."""
-        return self.fwd_compute + self.fwd_tp + self.fwd_cp
+        return self.fwd_compute + self.fwd_tp + self.fwd_cp + self.fwd_ep
 
     @property
     def bwd(self) -> float:
         """Backward wall time including exposed communication (no recompute)."""
-        return self.bwd_compute + self.bwd_tp + self.bwd_cp
+        return self.bwd_compute + self.bwd_tp + self.bwd_cp + self.bwd_ep
 
     @property
     def recompute_full(self) -> float:
@@ -68,33 +72,47 @@ def _tokens(model: ModelSpec, st: Strategy) -> int:
     return st.mbs * model.training.seq_len // st.cp
 
 
-def elementwise_bytes(model: ModelSpec, st: Strategy) -> tuple[float, float]:
-    """Bytes moved by one block's memory-bound forward kernels: (total, kernels).
+@dataclass(frozen=True)
+class ElementwiseTraffic:
+    """HBM bytes of one block's memory-bound kernels per micro-batch, forward and backward."""
 
-    Norms read and write X (2X each), residual adds 3X each, dropout 2.5X (mask 1 byte), RoPE
-    reads/writes Q and K, the MLP activation 2F (GELU) or 3F (SwiGLU); unfused softmax (+dropout)
-    over the a*s^2 scores when attention is not fused. X regions shrink by t under sequence
-    parallelism (Korthikanti et al. 2022 §4.2.2), otherwise they are replicated on every TP rank.
+    fwd_bytes: float
+    bwd_bytes: float
+    kernels: int
+    """Kernel launches per pass."""
+
+
+def elementwise_traffic(model: ModelSpec, st: Strategy) -> ElementwiseTraffic:
+    """Bytes moved by one block's memory-bound kernels (reads + writes of 16-bit tensors).
+
+    Per op, forward / backward, in units of the tensor X = tokens * h (or F = tokens * f / t):
+    norm 2X / 3X (reads x and dy, writes dx); residual add 3X / 3X (gradient accumulation);
+    dropout 2.5X / 2.5X (1-byte mask); RoPE on Q and K 2 / 2; GELU 2F / 3F; SwiGLU 3F / 5F;
+    unfused softmax over the a*s^2 scores 2S / 3S, its dropout 2.5S / 2.5S. X regions shrink by t
+    under sequence parallelism (Korthikanti et al. 2022 §4.2.2), else they are replicated on
+    every TP rank.
     """
     a, train = model.arch, model.training
     t, tokens = st.tp, _tokens(model, st)
     x = tokens * a.hidden * ACT_BYTES / (t if st.sp else 1)
     ffn = tokens * a.ffn_hidden * ACT_BYTES / t
-    total = 2 * (2 * x) + 2 * (3 * x)
+    fwd = 2 * (2 * x) + 2 * (3 * x)
+    bwd = 2 * (3 * x) + 2 * (3 * x)
     kernels = 4
     if a.dropout:
-        total += 2 * 2.5 * x
-        kernels += 2
+        fwd, bwd, kernels = fwd + 2 * 2.5 * x, bwd + 2 * 2.5 * x, kernels + 2
     if not a.learned_positions:
-        total += 2 * tokens * (a.hidden + a.kv_dim) * ACT_BYTES / t
-        kernels += 1
-    total += (3 if a.mlp == "swiglu" else 2) * ffn
+        rope = 2 * tokens * (a.hidden + a.kv_dim) * ACT_BYTES / t
+        fwd, bwd, kernels = fwd + rope, bwd + rope, kernels + 1
+    fwd += (3 if a.mlp == "swiglu" else 2) * ffn
+    bwd += (5 if a.mlp == "swiglu" else 3) * ffn
     kernels += 1
     if not train.flash_attention:
         scores = st.mbs * a.heads * (train.seq_len // st.cp) * train.seq_len * ACT_BYTES / t
-        total += 2 * scores + (2.5 * scores if a.dropout else 0)
+        fwd += 2 * scores + (2.5 * scores if a.dropout else 0)
+        bwd += 3 * scores + (2.5 * scores if a.dropout else 0)
         kernels += 2 if a.dropout else 1
-    return total, kernels
+    return ElementwiseTraffic(fwd, bwd, kernels)
 
 
 def _attention_core_s(model: ModelSpec, st: Strategy, hw: Hardware, backward: bool) -> float:
@@ -116,13 +134,14 @@ def block_times(model: ModelSpec, st: Strategy, hw: Hardware) -> BlockTimes:
     tokens = _tokens(model, st)
     gemms = block_gemms(model.arch, tokens, st.tp)
     gemm_fwd = sum(hw.gemm_time_s(g.m, g.k, g.n, prec) for g in gemms)
-    ew_bytes, ew_kernels = elementwise_bytes(model, st)
-    ew_fwd = hw.memory_time_s(ew_bytes, ew_kernels)
+    ew = elementwise_traffic(model, st)
+    ew_fwd = hw.memory_time_s(ew.fwd_bytes, ew.kernels)
+    ew_bwd = hw.memory_time_s(ew.bwd_bytes, ew.kernels)
     attn_fwd = _attention_core_s(model, st, hw, backward=False)
     attn_bwd = _attention_core_s(model, st, hw, backward=True)
-    # Backward: data-gradient and weight-gradient GEMMs (same FLOPs each), elementwise ~2x bytes.
+    # Backward: data-gradient and weight-gradient GEMMs (same FLOPs each).
     fwd_compute = gemm_fwd + attn_fwd + ew_fwd
-    bwd_compute = 2 * gemm_fwd + attn_bwd + 2 * ew_fwd
+    bwd_compute = 2 * gemm_fwd + attn_bwd + ew_bwd
 
     tp_fwd = tp_bwd = 0.0
     if st.tp > 1:

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 GIB = 1024.0 ** 3
-TIME_KEYS = ("compute", "recompute", "tp_comm", "cp_comm", "dp_comm_exposed", "pp_bubble",
-             "pp_p2p", "optimizer")
+TIME_KEYS = ("compute", "recompute", "tp_comm", "cp_comm", "ep_comm", "dp_comm_exposed",
+             "pp_bubble", "pp_p2p", "optimizer")
 MEMORY_KEYS = ("weights", "grads", "optimizer", "activations", "other")
 
 

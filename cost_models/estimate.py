@@ -7,11 +7,12 @@ step level (gradient reduction, parameter gather, optimizer), and split the step
 from __future__ import annotations
 
 from cost_models.breakdown import CostBreakdown, StageCost
+from cost_models.comm import OVERLAP_CONTENTION
 from cost_models.flops import model_flops_per_step, recompute_flops_per_step
 from cost_models.hardware import Hardware, from_cluster
 from cost_models.memory import ALLOCATOR_FRACTION
 from cost_models.pipeline import makespan_s
-from cost_models.terms import CandidateTerms, candidate_terms
+from cost_models.terms import BlockKind, CandidateTerms, candidate_terms
 from planner.specs import ClusterSpec, ModelSpec
 from planner.strategy import StageLayers, Strategy
 
@@ -26,73 +27,119 @@ def estimate(model: ModelSpec, cluster: ClusterSpec, strategy: Strategy,
     return evaluate(model, strategy, hw, terms, strategy.stages(model))
 
 
-def stage_time_parts(terms: CandidateTerms, stage: int, pp: int, sl: StageLayers) -> dict[str, float]:
+def stage_mix(terms: CandidateTerms, start: int, sl: StageLayers) -> list[tuple[BlockKind, StageLayers]]:
+    """The blocks of a stage that begins at block `start`, by kind (dense first, as they come
+    first in an MoE model), with recompute assigned in block order (Megatron's
+    `--recompute-method block`: the first blocks of a stage are the recomputed ones)."""
+    if terms.moe is None:
+        return [(terms.dense, sl)]
+    dense = max(0, min(start + sl.layers, terms.first_dense_layers) - start)
+    full_d = min(sl.full, dense)
+    sel_d = min(sl.selective, dense - full_d)
+    mix = [(terms.dense, StageLayers(dense, full_d, sel_d)),
+           (terms.moe, StageLayers(sl.layers - dense, sl.full - full_d, sl.selective - sel_d))]
+    return [(kind, part) for kind, part in mix if part.layers]
+
+
+def stage_time_parts(terms: CandidateTerms, stage: int, pp: int, sl: StageLayers,
+                     start: int = 0) -> dict[str, float]:
     """One micro-batch on one stage, split into fwd/bwd/recompute and their communication."""
-    b = terms.block
     edge_fwd, edge_bwd = terms.edge_s(stage, pp)
     edge_tp = (terms.edge.tp_comm / 2) * ((stage == 0) + (stage == pp - 1))
-    return {
-        "fwd": sl.layers * b.fwd + edge_fwd,
-        "bwd": sl.layers * b.bwd + edge_bwd,
-        "compute": sl.layers * (b.fwd_compute + b.bwd_compute) + edge_fwd + edge_bwd - edge_tp,
-        "recompute": sl.full * b.recompute_full + sl.selective * b.recompute_selective,
-        "tp_comm": sl.layers * (b.fwd_tp + b.bwd_tp) + edge_tp,
-        "cp_comm": sl.layers * (b.fwd_cp + b.bwd_cp),
-        "zero": sl.layers * (terms.zero_block_fwd_s + terms.zero_block_bwd_s),
-    }
+    parts = {"fwd": edge_fwd, "bwd": edge_bwd, "compute": edge_fwd + edge_bwd - edge_tp,
+             "recompute": 0.0, "tp_comm": edge_tp, "cp_comm": 0.0, "ep_comm": 0.0, "zero": 0.0}
+    for kind, part in stage_mix(terms, start, sl):
+        b, n = kind.times, part.layers
+        parts["fwd"] += n * b.fwd
+        parts["bwd"] += n * b.bwd
+        parts["compute"] += n * (b.fwd_compute + b.bwd_compute)
+        parts["recompute"] += part.full * b.recompute_full + part.selective * b.recompute_selective
+        parts["tp_comm"] += n * (b.fwd_tp + b.bwd_tp)
+        parts["cp_comm"] += n * (b.fwd_cp + b.bwd_cp)
+        parts["ep_comm"] += n * (b.fwd_ep + b.bwd_ep)
+        parts["zero"] += n * (kind.zero_fwd_s + kind.zero_bwd_s)
+    return parts
 
 
 def stage_time_s(parts: dict[str, float]) -> float:
     """Per-micro-batch wall time of a stage from its parts."""
-    return parts["compute"] + parts["recompute"] + parts["tp_comm"] + parts["cp_comm"] + parts["zero"]
+    return (parts["compute"] + parts["recompute"] + parts["tp_comm"] + parts["cp_comm"]
+            + parts["ep_comm"] + parts["zero"])
 
 
-def stage_memory(terms: CandidateTerms, stage: int, pp: int, sl: StageLayers) -> dict[str, float]:
+def stage_memory(terms: CandidateTerms, stage: int, pp: int, sl: StageLayers,
+                 start: int = 0) -> dict[str, float]:
     """Peak bytes of one GPU of `stage`: states, in-flight activations, transients, allowance."""
-    params = terms.stage_params(stage, pp, sl.layers)
-    a = terms.acts
-    stored = sl.stored * a.none + sl.selective * a.selective + sl.full * a.full
-    transient = max((a.none - a.full) if sl.full else 0.0, (a.none - a.selective) if sl.selective else 0.0)
+    mix = stage_mix(terms, start, sl)
+    moe_blocks = sum(part.layers for kind, part in mix if kind is terms.moe)
+    params = terms.stage_params(stage, pp, sl.layers - moe_blocks, moe_blocks)
+    experts = terms.stage_expert_params(moe_blocks)
+    stored = transient = 0.0
+    for kind, part in mix:
+        a = kind.acts
+        stored += part.stored * a.none + part.selective * a.selective + part.full * a.full
+        transient = max(transient, (a.none - a.full) if part.full else 0.0,
+                        (a.none - a.selective) if part.selective else 0.0)
+    es = terms.expert_states
     parts = {
-        "weights": params * terms.states.weights + terms.zero3_buffer_bytes,
-        "grads": params * terms.states.grads,
-        "optimizer": params * terms.states.optimizer,
+        "weights": params * terms.states.weights + experts * es.weights + terms.zero3_buffer_bytes,
+        "grads": params * terms.states.grads + experts * es.grads,
+        "optimizer": params * terms.states.optimizer + experts * es.optimizer,
         "activations": terms.in_flight[stage] * stored + transient + terms.extra_acts[stage],
     }
     parts["other"] = ALLOCATOR_FRACTION * sum(parts.values())
     return parts
 
 
+def stage_starts(stages: list[StageLayers]) -> list[int]:
+    """Index of the first block of each stage."""
+    starts, at = [], 0
+    for sl in stages:
+        starts.append(at)
+        at += sl.layers
+    return starts
+
+
 def evaluate(model: ModelSpec, st: Strategy, hw: Hardware, terms: CandidateTerms,
              stages: list[StageLayers]) -> CostBreakdown:
     """Cost of strategy `st` with a given per-stage split (the ILP's objective, evaluated)."""
     pp, m = st.pp, terms.micro_batches
-    parts = [stage_time_parts(terms, i, pp, sl) for i, sl in enumerate(stages)]
+    starts = stage_starts(stages)
+    parts = [stage_time_parts(terms, i, pp, sl, starts[i]) for i, sl in enumerate(stages)]
     times = [stage_time_s(p) for p in parts]
     pipeline = makespan_s(times, m, st.vpp)
     critical = max(range(pp), key=lambda i: times[i])
 
-    params = [terms.stage_params(i, pp, sl.layers) for i, sl in enumerate(stages)]
-    grad_exposed = step_grad_exposed_s(terms, params, [p["bwd"] + p["recompute"] for p in parts],
+    mems, grad_s, gather_s, optimizer_s, host = [], [], [], [], []
+    for i, sl in enumerate(stages):
+        moe_blocks = sum(part.layers for kind, part in stage_mix(terms, starts[i], sl) if kind is terms.moe)
+        params = terms.stage_params(i, pp, sl.layers - moe_blocks, moe_blocks)
+        experts = terms.stage_expert_params(moe_blocks)
+        grad_s.append(terms.grad_comm_s_per_param * params + terms.expert_grad_comm_s_per_param * experts)
+        gather_s.append(terms.param_gather_s_per_param * params
+                        + terms.expert_param_gather_s_per_param * experts)
+        optimizer_s.append(terms.optimizer_s_per_param * params + terms.expert_optimizer_s_per_param * experts)
+        host.append(params * terms.states.host + experts * terms.expert_states.host)
+        mems.append(stage_memory(terms, i, pp, sl, starts[i]))
+    grad_exposed = step_grad_exposed_s(terms, grad_s, [p["bwd"] + p["recompute"] for p in parts],
                                        st.overlap_grad_reduce)
-    gather_exposed = step_param_gather_exposed_s(terms, params, [p["fwd"] for p in parts],
+    gather_exposed = step_param_gather_exposed_s(gather_s, [p["fwd"] for p in parts],
                                                  st.overlap_grad_reduce)
-    optimizer = max(terms.optimizer_s_per_param * p for p in params)
+    optimizer = max(optimizer_s)
     step = pipeline + terms.p2p_s + grad_exposed + gather_exposed + optimizer
 
     crit = parts[critical]
     time_s = {
         "compute": m * crit["compute"], "recompute": m * crit["recompute"],
         "tp_comm": m * crit["tp_comm"], "cp_comm": m * crit["cp_comm"],
+        "ep_comm": m * crit["ep_comm"],
         "dp_comm_exposed": m * crit["zero"] + grad_exposed + gather_exposed,
         "pp_bubble": pipeline - m * times[critical], "pp_p2p": terms.p2p_s, "optimizer": optimizer,
     }
-    stage_costs = [
-        StageCost(i, sl.layers, sl.full, sl.selective, times[i], stage_memory(terms, i, pp, sl),
-                  params[i] * terms.states.host)
-        for i, sl in enumerate(stages)]
+    stage_costs = [StageCost(i, sl.layers, sl.full, sl.selective, times[i], mems[i], host[i])
+                   for i, sl in enumerate(stages)]
     peak_stage = max(range(pp), key=lambda i: stage_costs[i].peak_bytes)
-    full = sum(sl.full for sl in stages) * st.tp * 0 + sum(sl.full for sl in stages)
+    full = sum(sl.full for sl in stages)
     sel = sum(sl.selective for sl in stages)
     model_flops = model_flops_per_step(model)
     return CostBreakdown(
@@ -105,35 +152,39 @@ def evaluate(model: ModelSpec, st: Strategy, hw: Hardware, terms: CandidateTerms
         host_capacity_bytes_per_gpu=hw.host_mem_bytes_per_gpu, micro_batches=m)
 
 
-def step_grad_exposed_s(terms: CandidateTerms, params: list[float], bwd_s: list[float],
+def step_grad_exposed_s(terms: CandidateTerms, comm_s: list[float], bwd_s: list[float],
                         overlap: bool) -> float:
     """Exposed step-level gradient reduction (ZeRO 0/1) over the dp*cp group.
 
     With overlap (PyTorch DDP buckets, Li et al. 2020; Megatron --overlap-grad-reduce) a stage's
     reduction runs during its last micro-batch's backward, and stage i also has the time the
-    upstream stages still spend in that backward; the last bucket is always exposed.
+    upstream stages still spend in that backward; the last bucket is always exposed, and the
+    overlapped part costs contention (comm.OVERLAP_CONTENTION of the collective's time).
     Without overlap the whole reduction follows the backward.
     """
     worst, slack = 0.0, 0.0
-    for p, bwd in zip(params, bwd_s):
-        comm = terms.grad_comm_s_per_param * p
-        exposed = max(comm - bwd, terms.grad_tail_s) if overlap else comm
-        worst = max(worst, exposed - slack)
+    for c, bwd in zip(comm_s, bwd_s):
+        if overlap:
+            exposed = OVERLAP_CONTENTION * c + max(0.0, max(c - bwd, terms.grad_tail_s) - slack)
+        else:
+            exposed = c
+        worst = max(worst, exposed)
         slack += bwd
-    return max(worst, 0.0)
+    return worst
 
 
-def step_param_gather_exposed_s(terms: CandidateTerms, params: list[float], fwd_s: list[float],
-                                overlap: bool) -> float:
+def step_param_gather_exposed_s(comm_s: list[float], fwd_s: list[float], overlap: bool) -> float:
     """Exposed all-gather of updated 16-bit weights (ZeRO-1 distributed optimizer).
 
     With overlap (Megatron --overlap-param-gather) it runs under the first micro-batch's forward,
-    which reaches stage i only after the upstream stages' forwards.
+    which reaches stage i only after the upstream stages' forwards (contention as above).
     """
     worst, slack = 0.0, 0.0
-    for p, fwd in zip(params, fwd_s):
-        comm = terms.param_gather_s_per_param * p
-        exposed = comm - fwd - slack if overlap else comm
+    for c, fwd in zip(comm_s, fwd_s):
+        if overlap:
+            exposed = OVERLAP_CONTENTION * c + max(0.0, c - fwd - slack)
+        else:
+            exposed = c
         worst = max(worst, exposed)
         slack += fwd
-    return max(worst, 0.0)
+    return worst

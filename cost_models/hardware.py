@@ -8,7 +8,7 @@ place.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from planner.specs import ClusterSpec
 
@@ -51,6 +51,9 @@ class Hardware:
     """GPUs sharing a node (placement of groups)."""
     host_mem_bytes_per_gpu: float
     """Host memory per GPU."""
+    gemm_curves: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    """Per-dtype (GFLOP, fraction of that dtype's peak) curves measured by a profile; a dtype
+    without one uses `gemm_curve`."""
     source: str = "preset"
     """`preset` or the profile file that supplied measurements."""
 
@@ -58,10 +61,10 @@ class Hardware:
         """Dense peak FLOP/s (fp8 falls back to bf16 where the device has no fp8 entry)."""
         return self.peak_flops.get(precision) or self.peak_flops["bf16"]
 
-    def gemm_efficiency(self, flops: float) -> float:
+    def gemm_efficiency(self, flops: float, precision: str | None = None) -> float:
         """Fraction of peak for a GEMM of `flops`, log-linear between the curve's points."""
         gflop = flops / 1e9
-        points = self.gemm_curve
+        points = self.gemm_curves.get(precision, self.gemm_curve)
         if gflop <= points[0][0]:
             return points[0][1]
         if gflop >= points[-1][0]:
@@ -81,7 +84,7 @@ class Hardware:
         flops = 2.0 * m * k * n
         in_bytes = 1 if precision == "fp8" else 2
         traffic = in_bytes * (m * k + k * n) + 2 * m * n
-        compute = flops / (self.peak(precision) * self.gemm_efficiency(flops))
+        compute = flops / (self.peak(precision) * self.gemm_efficiency(flops, precision))
         return count * (max(compute, traffic / self.hbm_Bps) + self.kernel_overhead_s)
 
     def attention_time_s(self, flops: float, backward: bool) -> float:

@@ -105,16 +105,17 @@ def optimizer_bytes_per_param(model: ModelSpec) -> float:
     return (4 if train.master_weights_fp32 else 0) + moments * moment
 
 
-def state_bytes_per_param(model: ModelSpec, st: Strategy) -> StateBytes:
+def state_bytes_per_param(model: ModelSpec, st: Strategy, shard: int | None = None) -> StateBytes:
     """Rajbhandari et al. 2020 (ZeRO) accounting: 16-bit weights 2, grads G, optimizer K bytes
     (pure fp32 training: weights 4, grads 4, K = 8 for Adam).
 
-    ZeRO-1 shards K over the dp*cp group, ZeRO-2 also the grads, ZeRO-3 also the weights.
-    Grads are G = 4 when accumulated in fp32 (Megatron's main_grad buffer, which its distributed
-    optimizer keeps whole), else 2. Offloaded states move to the host; under ZeRO-2/3
-    the gradient shard goes with the optimizer (only the host keeps it).
+    ZeRO-1 shards K over the dp*cp group (or `shard` ranks: the expert data-parallel group for MoE
+    experts), ZeRO-2 also the grads, ZeRO-3 also the weights. Grads are G = 4 when accumulated in
+    fp32 (Megatron's main_grad buffer, which its distributed optimizer keeps whole), else 2.
+    Offloaded states move to the host; under ZeRO-2/3 the gradient shard goes with the optimizer
+    (only the host keeps it).
     """
-    n = st.dp * st.cp
+    n = shard or st.dp * st.cp
     k = optimizer_bytes_per_param(model)
     g = 4 if model.training.grads_fp32 or model.training.precision == "fp32" else 2
     w = float(element_bytes(model))

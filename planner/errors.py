@@ -39,3 +39,8 @@ class EnvironmentProblem(FmplanError):
     """Something missing from the environment: torch, a GPU, a solver."""
 
     exit_code = 4
+
+
+class FmplanWarning(UserWarning):
+    """Something the user should know that does not stop the command (the CLI prints it on
+    stderr as `warning: ...`), e.g. a profile measured on another device than the cluster's."""

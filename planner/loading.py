@@ -13,11 +13,15 @@ import yaml
 from planner import presets
 from planner.errors import InputError
 from planner.schema import Fields
-from planner.specs import Architecture, ClusterSpec, DeviceSpec, ModelSpec, MoESpec, Training
+from planner.specs import (Architecture, ClusterSpec, DeviceSpec, MLASpec, ModelSpec, MoESpec,
+                           Training)
 
 ARCH_KEYS = ["layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab", "mlp",
              "tied_embeddings", "learned_positions", "norm", "linear_bias", "dropout", "moe",
-             "hf_config"]
+             "mla", "hf_config"]
+MOE_KEYS = ["routed_experts", "top_k", "expert_ffn_hidden", "shared_ffn_hidden",
+            "first_dense_layers", "capacity_factor"]
+MLA_KEYS = ["q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"]
 TRAINING_KEYS = ["seq_len", "global_batch", "precision", "optimizer", "master_weights_fp32",
                  "grads_fp32", "flash_attention"]
 CLUSTER_KEYS = ["name", "nodes", "gpus_per_node", "gpu", "intra_node_bw_GBps",
@@ -72,12 +76,22 @@ def model_from_mapping(data: Any, *, source: str, base_dir: Path | None = None) 
 
 def _architecture(f: Fields) -> Architecture:
     heads = f.int("heads")
-    moe = None
+    moe = mla = None
     if "moe" in f.data:
-        mf = f.sub("moe", ["routed_experts", "top_k", "expert_ffn_hidden", "shared_experts"])
+        mf = f.sub("moe", MOE_KEYS)
         moe = MoESpec(routed_experts=mf.int("routed_experts"), top_k=mf.int("top_k"),
                       expert_ffn_hidden=mf.int("expert_ffn_hidden"),
-                      shared_experts=mf.int("shared_experts", 0, minimum=0))
+                      shared_ffn_hidden=mf.int("shared_ffn_hidden", 0, minimum=0),
+                      first_dense_layers=mf.int("first_dense_layers", 0, minimum=0),
+                      capacity_factor=mf.number("capacity_factor", None) if mf.raw(
+                          "capacity_factor", None) is not None else None)
+        if moe.top_k > moe.routed_experts:
+            raise mf.error("top_k", f"top_k={moe.top_k} exceeds routed_experts={moe.routed_experts}")
+    if "mla" in f.data:
+        lf = f.sub("mla", MLA_KEYS)
+        mla = MLASpec(q_lora_rank=lf.int("q_lora_rank", 0, minimum=0), kv_lora_rank=lf.int("kv_lora_rank"),
+                      qk_nope_head_dim=lf.int("qk_nope_head_dim"),
+                      qk_rope_head_dim=lf.int("qk_rope_head_dim"), v_head_dim=lf.int("v_head_dim"))
     return Architecture(
         layers=f.int("layers"), hidden=f.int("hidden"), heads=heads,
         kv_heads=f.int("kv_heads", heads), ffn_hidden=f.int("ffn_hidden"), vocab=f.int("vocab"),
@@ -85,7 +99,8 @@ def _architecture(f: Fields) -> Architecture:
         tied_embeddings=f.bool("tied_embeddings", False),
         learned_positions=f.bool("learned_positions", False),
         norm=f.choice("norm", ("layernorm", "rmsnorm"), "layernorm"),
-        linear_bias=f.bool("linear_bias", False), dropout=f.bool("dropout", False), moe=moe)
+        linear_bias=f.bool("linear_bias", False), dropout=f.bool("dropout", False), moe=moe,
+        mla=mla)
 
 
 def _training(f: Fields) -> Training:
@@ -143,6 +158,8 @@ def architecture_from_hf(data: Any, *, source: str) -> Architecture:
                             ffn_hidden=need("intermediate_size"), vocab=need("vocab_size"),
                             mlp="gelu", tied_embeddings=bool(data.get("tie_word_embeddings", False)),
                             linear_bias=True)
+    if kind in _HF_MOE:
+        return _hf_moe(data, kind, need)
     if kind in ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo", "olmo2", ""):
         heads = need("num_attention_heads")
         return Architecture(
@@ -152,8 +169,38 @@ def architecture_from_hf(data: Any, *, source: str) -> Architecture:
             tied_embeddings=bool(data.get("tie_word_embeddings", False)),
             linear_bias=kind == "qwen2")
     raise InputError(f"unsupported model_type {kind!r}", source=source, key_path="model_type",
-                     hint="supported: llama, mistral, qwen2, qwen3, gpt2, gpt_neox; "
+                     hint="supported: llama, mistral, qwen2, qwen3, gpt2, gpt_neox, mixtral, "
+                          "qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3; "
                           "or write the architecture block in model.yaml")
+
+
+_HF_MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3")
+
+
+def _hf_moe(data: dict, kind: str, need) -> Architecture:
+    """Mixtral, Qwen2/3-MoE and DeepSeek-V2/V3 config.json files."""
+    heads = need("num_attention_heads")
+    experts = need("num_local_experts", "num_experts", "n_routed_experts")
+    expert_ffn = need("moe_intermediate_size", "intermediate_size")
+    shared = 0
+    if kind == "qwen2_moe":
+        shared = int(data.get("shared_expert_intermediate_size") or 0)
+    elif kind.startswith("deepseek"):
+        shared = int(data.get("n_shared_experts") or 0) * expert_ffn
+    moe = MoESpec(routed_experts=experts, top_k=need("num_experts_per_tok"),
+                  expert_ffn_hidden=expert_ffn, shared_ffn_hidden=shared,
+                  first_dense_layers=int(data.get("first_k_dense_replace") or 0))
+    mla = None
+    if kind.startswith("deepseek"):
+        mla = MLASpec(q_lora_rank=int(data.get("q_lora_rank") or 0), kv_lora_rank=need("kv_lora_rank"),
+                      qk_nope_head_dim=need("qk_nope_head_dim"),
+                      qk_rope_head_dim=need("qk_rope_head_dim"), v_head_dim=need("v_head_dim"))
+    return Architecture(
+        layers=need("num_hidden_layers"), hidden=need("hidden_size"), heads=heads,
+        kv_heads=data.get("num_key_value_heads") or heads,
+        ffn_hidden=need("intermediate_size"), vocab=need("vocab_size"), mlp="swiglu",
+        norm="rmsnorm", tied_embeddings=bool(data.get("tie_word_embeddings", False)),
+        linear_bias=kind == "qwen2_moe", moe=moe, mla=mla)
 
 
 def load_device(ref: str | dict, *, source: str = "") -> DeviceSpec:

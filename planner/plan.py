@@ -117,8 +117,11 @@ def strategy_from_mapping(data: Any, *, source: str) -> Strategy:
 def model_to_mapping(model: ModelSpec) -> dict[str, Any]:
     """The model.yaml mapping that loads back to `model`."""
     arch = asdict(model.arch)
-    if arch.get("moe") is None:
-        arch.pop("moe", None)
+    for optional in ("moe", "mla"):
+        if arch.get(optional) is None:
+            arch.pop(optional, None)
+    if arch.get("moe") and arch["moe"].get("capacity_factor") is None:
+        arch["moe"].pop("capacity_factor")
     return {"name": model.name, "architecture": arch, "training": asdict(model.training)}
 
 

@@ -12,16 +12,41 @@ Mlp = Literal["gelu", "swiglu"]
 
 @dataclass(frozen=True, kw_only=True)
 class MoESpec:
-    """Mixture-of-experts block (kept open for expert parallelism; not yet costed)."""
+    """Mixture-of-experts MLP: routed experts (top-k per token) plus optional shared experts."""
 
     routed_experts: int
-    """Number of routed experts per MoE layer."""
+    """Routed experts per MoE layer (E)."""
     top_k: int
-    """Experts each token is routed to."""
+    """Experts each token is routed to (k)."""
     expert_ffn_hidden: int
-    """FFN width of one expert."""
-    shared_experts: int = 0
-    """Experts every token goes through."""
+    """FFN width of one routed expert (f_e); experts use the model's `mlp` kind."""
+    shared_ffn_hidden: int = 0
+    """Total FFN width of the shared experts every token passes through (0: none)."""
+    first_dense_layers: int = 0
+    """The first blocks keep a dense MLP of width `ffn_hidden` (DeepSeek: 3); the rest are MoE."""
+    capacity_factor: float | None = None
+    """Tokens an expert accepts, relative to a perfectly even share (padding and dropping);
+    None is dropless routing."""
+
+    def is_moe_layer(self, index: int) -> bool:
+        """Whether block `index` (0-based) has an MoE MLP."""
+        return index >= self.first_dense_layers
+
+
+@dataclass(frozen=True, kw_only=True)
+class MLASpec:
+    """Multi-head latent attention (DeepSeek-V2/V3): low-rank Q and compressed joint KV."""
+
+    q_lora_rank: int
+    """Rank of the query down-projection (0: full-rank query projection)."""
+    kv_lora_rank: int
+    """Rank of the compressed KV latent."""
+    qk_nope_head_dim: int
+    """Per-head query/key channels without rotary embedding."""
+    qk_rope_head_dim: int
+    """Per-head (shared-key) rotary channels."""
+    v_head_dim: int
+    """Per-head value channels."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +79,8 @@ class Architecture:
     """Dropout after attention/MLP (stores 1-byte masks; Llama-style models use none)."""
     moe: MoESpec | None = None
     """Mixture-of-experts block, or None for a dense model."""
+    mla: MLASpec | None = None
+    """Multi-head latent attention dimensions, or None for (GQA) multi-head attention."""
 
     @property
     def head_dim(self) -> int:

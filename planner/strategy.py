@@ -47,6 +47,10 @@ class Strategy:
     """Context-parallel degree (sequence split inside attention, ring exchange of K/V)."""
     vpp: int = 1
     """Virtual pipeline chunks per stage (interleaved 1F1B when > 1)."""
+    ep: int = 1
+    """Expert-parallel degree: routed experts are split over ep ranks (MoE models)."""
+    etp: int = 1
+    """Expert tensor-parallel degree: each expert's FFN is split over etp ranks."""
     mbs: int = 1
     """Micro-batch size in sequences."""
     zero: int = 0
@@ -84,7 +88,10 @@ class Strategy:
         parts = [f"dp={self.dp}", f"tp={self.tp}", f"pp={self.pp}"]
         if self.vpp > 1:
             parts.append(f"vpp={self.vpp}")
-        parts += [f"cp={self.cp}", f"mbs={self.mbs}", f"zero={self.zero}"]
+        parts.append(f"cp={self.cp}")
+        if self.ep > 1 or self.etp > 1:
+            parts += [f"ep={self.ep}", f"etp={self.etp}"]
+        parts += [f"mbs={self.mbs}", f"zero={self.zero}"]
         if self.sp:
             parts.append("sp")
         if self.stage_recompute is not None:
@@ -106,7 +113,7 @@ class Strategy:
         """Raise InvalidStrategyError naming every factor when a rule is broken."""
         arch, train = model.arch, model.training
         factors = f"dp={self.dp} tp={self.tp} pp={self.pp} cp={self.cp}"
-        for name in ("dp", "tp", "pp", "cp", "vpp", "mbs"):
+        for name in ("dp", "tp", "pp", "cp", "vpp", "mbs", "ep", "etp"):
             if getattr(self, name) < 1:
                 _fail(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.zero not in (0, 1, 2, 3):
@@ -144,9 +151,34 @@ class Strategy:
                   f"multiple of pp={self.pp}")
         if self.offload_params and self.zero != 3:
             _fail("offload_params needs zero=3 (only sharded parameters can live on the host)")
+        self._validate_experts(model)
         if self.recompute_layers is not None and self.recompute_layers < 0:
             _fail(f"recompute_layers must be >= 0, got {self.recompute_layers}")
         self._validate_stages(model)
+
+    def _validate_experts(self, model: ModelSpec) -> None:
+        """Megatron-Core's MoE rules: expert ranks are drawn from the tp*cp*dp ranks of a stage
+        (expert data parallel = tp*cp*dp / (ep*etp)); experts divide evenly over ep."""
+        moe = model.arch.moe
+        if moe is None:
+            if self.ep > 1 or self.etp > 1:
+                _fail(f"ep={self.ep} etp={self.etp}: expert parallelism needs an MoE model")
+            return
+        if moe.routed_experts % self.ep:
+            _fail(f"routed_experts={moe.routed_experts} is not divisible by ep={self.ep}")
+        if moe.expert_ffn_hidden % self.etp:
+            _fail(f"expert_ffn_hidden={moe.expert_ffn_hidden} is not divisible by etp={self.etp}")
+        group = self.tp * self.cp * self.dp
+        if group % (self.ep * self.etp):
+            _fail(f"tp*cp*dp = {self.tp}*{self.cp}*{self.dp} = {group} is not divisible by "
+                  f"ep*etp = {self.ep}*{self.etp} = {self.ep * self.etp}",
+                  "expert-parallel ranks come from the tensor, context and data-parallel ranks")
+        if self.tp > 1 and not self.sp:
+            _fail("MoE layers with tp > 1 need sequence parallelism (sp)", "add --sp")
+
+    def expert_dp(self) -> int:
+        """Expert data-parallel degree: tp*cp*dp / (ep*etp)."""
+        return self.tp * self.cp * self.dp // (self.ep * self.etp)
 
     def _validate_stages(self, model: ModelSpec) -> None:
         layers = model.arch.layers

@@ -159,7 +159,7 @@ def validate_plan(plan: Plan, *, device: str, steps: int, warmup: int, scale: bo
     if steps < 1 or warmup < 3:
         raise InputError(f"need --steps >= 1 and --warmup >= 3, got {steps} and {warmup}",
                          hint="two warm-up steps allocate states and buckets, the third tracks the peak")
-    check_runnable(plan.strategy)
+    check_runnable(plan.strategy, plan.model)
     model, st, notes = runtime_model(plan.model), plan.strategy, []
     if scale:
         model, st, scale_notes = scale_down(model, st)
@@ -185,8 +185,12 @@ def validate_plan(plan: Plan, *, device: str, steps: int, warmup: int, scale: bo
     }
 
 
-def check_runnable(st: Strategy) -> None:
-    """Refuse the parts of the strategy space the runtime does not run, before launching."""
+def check_runnable(st: Strategy, model: ModelSpec | None = None) -> None:
+    """Refuse the parts of the model and strategy space the runtime does not run, before launching."""
+    if model is not None and (model.arch.moe is not None or model.arch.mla is not None):
+        kind = "mixture-of-experts" if model.arch.moe is not None else "multi-head latent attention"
+        raise InputError(f"the validation runtime builds dense GQA decoders; {model.name} uses "
+                         f"{kind}", key_path="model.architecture")
     if st.cp > 1:
         raise InputError(f"the validation runtime does not run context parallelism (cp={st.cp})",
                          key_path="strategy.cp", hint="validate the plan with cp folded into dp")

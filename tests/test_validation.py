@@ -145,3 +145,11 @@ def test_strategies_the_runtime_cannot_run_are_refused_up_front(st, words):
 
     with pytest.raises(InputError, match=words):
         check_runnable(st)
+
+
+def test_moe_models_are_refused_up_front():
+    from planner.errors import InputError
+    from planner.validation import check_runnable
+
+    with pytest.raises(InputError, match="mixture-of-experts"):
+        check_runnable(Strategy(dp=8), load_model("mixtral-8x7b"))

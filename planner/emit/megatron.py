@@ -1,0 +1,186 @@
+"""Megatron-LM: a torchrun launch of `pretrain_gpt.py` with the plan's shape, parallel and memory
+flags, plus a SLURM wrapper. Argument names follow `megatron/training/arguments.py` of megatron-core
+0.19.2 (validated in tests/test_emit_megatron.py with its own `parse_args` and `validate_args`).
+
+The recipe, top to bottom: model shape, batch, precision, parallel degrees, the layer->stage split,
+memory savers (distributed optimizer, recompute, offload), then data, tokenizer and checkpoints.
+
+What Megatron-LM cannot express (LIMITS):
+- ZeRO 2/3: the distributed optimizer is ZeRO-1 (Megatron-FSDP is not emitted).
+- TP communication overlap (`--tp-comm-overlap`, Transformer Engine) without sequence parallelism.
+- parameter offload; optimizer offload (`--optimizer-cpu-offload`) needs the distributed optimizer.
+- selective recompute covers every block (`--recompute-granularity selective` has no count);
+  full recompute covers the first k blocks of every model chunk (`--recompute-method block`), the
+  same k everywhere; one mode for the whole model.
+Any layer split is expressible: even splits use the plain flags, first/last-only splits use
+`--decoder-first/last-pipeline-num-layers`, anything else `--pipeline-model-parallel-layout`.
+"""
+from __future__ import annotations
+
+import shlex
+
+from planner.emit.launch import LaunchVar, slurm_script, torchrun_script
+from planner.plan import Plan
+from planner.targets import EngineLimits, chunk_sizes, uniform_chunk_count
+
+LIMITS = EngineLimits(
+    name="megatron", zero_stages=(0, 1), tp_comm_overlap_needs_sp=True, offload_params=False,
+    offload_optimizer_zero_stages=(1,),
+    mixed_recompute=False, selective_counts="all", full_counts="uniform", stage_split="any")
+
+SCRIPT = "megatron.sh"
+VARIABLES = [
+    LaunchVar(name="MEGATRON_LM_DIR", help="a Megatron-LM checkout (holds pretrain_gpt.py)"),
+    LaunchVar(name="DATA_PATH", help="Megatron indexed dataset prefix (path without .bin/.idx)"),
+    LaunchVar(name="TOKENIZER_MODEL", help="Hugging Face tokenizer name or directory"),
+    LaunchVar(name="CHECKPOINT_DIR", help="where checkpoints are saved and resumed from",
+              default="checkpoints"),
+    LaunchVar(name="TRAIN_ITERS", help="optimizer steps to run", default="1000"),
+    LaunchVar(name="LR", help="peak learning rate", default="3e-4"),
+    LaunchVar(name="SAVE_INTERVAL", help="steps between checkpoints", default="1000"),
+]
+
+
+def render(plan: Plan, values: dict[str, str]) -> dict[str, str]:
+    """megatron.sh (torchrun, single or multi-node) and slurm.sbatch."""
+    st = plan.strategy
+    exports = {}
+    if st.tp > 1 or st.cp > 1:
+        # Megatron needs one CUDA stream connection on Hopper and older so that TP/CP
+        # communication kernels are scheduled in issue order (asserted by validate_args).
+        exports["CUDA_DEVICE_MAX_CONNECTIONS"] = "1"
+    notes = [f"Vocabulary comes from TOKENIZER_MODEL; the plan assumes {plan.model.arch.vocab} "
+             "tokens (Megatron pads it to a multiple of 128 * tp)."]
+    script = torchrun_script(
+        plan, engine="Megatron-LM", variables=VARIABLES, exports=exports,
+        program=['"$MEGATRON_LM_DIR/pretrain_gpt.py"'], args=arguments(plan), values=values,
+        notes=notes)
+    return {SCRIPT: script, "slurm.sbatch": slurm_script(plan, script=SCRIPT)}
+
+
+def arguments(plan: Plan) -> list[str]:
+    """pretrain_gpt.py arguments, one flag (with its value) per entry, as bash words."""
+    groups = [_model(plan), _batch_and_precision(plan), _parallel(plan), _split(plan),
+              _memory(plan), _data()]
+    return [" ".join(flag) for group in groups for flag in group]
+
+
+def _model(plan: Plan) -> list[tuple[str, ...]]:
+    arch, train = plan.model.arch, plan.model.training
+    flags = [("--num-layers", _q(arch.layers)), ("--hidden-size", _q(arch.hidden)),
+             ("--num-attention-heads", _q(arch.heads)), ("--ffn-hidden-size", _q(arch.ffn_hidden)),
+             ("--seq-length", _q(train.seq_len)), ("--max-position-embeddings", _q(train.seq_len))]
+    if arch.kv_heads != arch.heads:
+        flags += [("--group-query-attention",), ("--num-query-groups", _q(arch.kv_heads))]
+    if arch.mlp == "swiglu":
+        flags.append(("--swiglu",))
+    if arch.norm == "rmsnorm":
+        flags.append(("--normalization", "RMSNorm"))
+    if not arch.tied_embeddings:
+        flags.append(("--untie-embeddings-and-output-weights",))
+    position = "learned_absolute" if arch.learned_positions else "rope"
+    flags.append(("--position-embedding-type", position))
+    if not arch.linear_bias:
+        flags.append(("--disable-bias-linear",))
+    if not arch.dropout:
+        flags += [("--attention-dropout", "0"), ("--hidden-dropout", "0")]
+    backend = "flash" if train.flash_attention else "unfused"
+    flags.append(("--attention-backend", backend))
+    return flags
+
+
+def _batch_and_precision(plan: Plan) -> list[tuple[str, ...]]:
+    st, train = plan.strategy, plan.model.training
+    flags = [("--micro-batch-size", _q(st.mbs)), ("--global-batch-size", _q(train.global_batch))]
+    if train.precision == "fp16":
+        flags.append(("--fp16",))
+    else:
+        flags.append(("--bf16",))
+    if train.precision == "fp8":
+        flags.append(("--fp8-format", "hybrid"))
+    flags.append(("--optimizer", "sgd" if train.optimizer == "sgd" else "adam"))
+    return flags
+
+
+def _parallel(plan: Plan) -> list[tuple[str, ...]]:
+    st = plan.strategy
+    flags = [("--tensor-model-parallel-size", _q(st.tp)),
+             ("--pipeline-model-parallel-size", _q(st.pp))]
+    if st.cp > 1:
+        flags.append(("--context-parallel-size", _q(st.cp)))
+    if st.sp:
+        flags.append(("--sequence-parallel",))
+    if st.tp_comm_overlap and st.tp > 1:
+        flags.append(("--tp-comm-overlap",))
+    if st.overlap_grad_reduce and st.dp > 1:
+        flags.append(("--overlap-grad-reduce",))
+    return flags
+
+
+def _split(plan: Plan) -> list[tuple[str, ...]]:
+    """The layer->stage split: plain flags when even, first/last flags, else an explicit layout."""
+    st = plan.strategy
+    split = [s.layers for s in st.stages(plan.model)]
+    if st.pp == 1:
+        return []
+    even = len(set(split)) == 1
+    if st.vpp == 1 and even:
+        return []
+    if st.vpp > 1 and even and split[0] % st.vpp == 0:
+        return [("--num-layers-per-virtual-pipeline-stage", _q(split[0] // st.vpp))]
+    if st.vpp == 1 and len(set(split[1:-1])) <= 1 and st.pp > 2:
+        return [("--decoder-first-pipeline-num-layers", _q(split[0])),
+                ("--decoder-last-pipeline-num-layers", _q(split[-1]))]
+    return [("--pipeline-model-parallel-layout", _q(layout(split, st.vpp)))]
+
+
+def layout(split: list[int], vpp: int) -> str:
+    """Megatron's `--pipeline-model-parallel-layout`: pp*vpp segments separated by `|`; segment
+    c*pp + s is chunk c of stage s (`PipelineParallelLayerLayout`); E embedding, t block, L loss."""
+    pp = len(split)
+    chunks = [chunk_sizes(n, vpp) for n in split]
+    segments = []
+    for c in range(vpp):
+        for s in range(pp):
+            text = f"t*{chunks[s][c]}" if chunks[s][c] else ""
+            if c == 0 and s == 0:
+                text = "E" + text
+            if c == vpp - 1 and s == pp - 1:
+                text += "L"
+            segments.append(text)
+    return "|".join(segments)
+
+
+def _memory(plan: Plan) -> list[tuple[str, ...]]:
+    st = plan.strategy
+    flags = []
+    if st.zero == 1:
+        flags.append(("--use-distributed-optimizer",))
+    if st.offload_optimizer:
+        # The hybrid CPU/GPU optimizer reuses the precision-aware optimizer's code path.
+        flags += [("--optimizer-cpu-offload",), ("--use-precision-aware-optimizer",)]
+    stages = st.stages(plan.model)
+    layers = [s.layers for s in stages]
+    if any(s.selective for s in stages):
+        flags.append(("--recompute-granularity", "selective"))
+    full = [s.full for s in stages]
+    if any(full):
+        flags.append(("--recompute-granularity", "full"))
+        if full == layers:
+            flags += [("--recompute-method", "uniform"), ("--recompute-num-layers", "1")]
+        else:
+            per_chunk = uniform_chunk_count(full, layers, st.vpp)
+            flags += [("--recompute-method", "block"), ("--recompute-num-layers", _q(per_chunk))]
+    return flags
+
+
+def _data() -> list[tuple[str, ...]]:
+    return [("--tokenizer-type", "HuggingFaceTokenizer"), ("--tokenizer-model", '"$TOKENIZER_MODEL"'),
+            ("--data-path", '"$DATA_PATH"'), ("--split", "99,1,0"),
+            ("--train-iters", '"$TRAIN_ITERS"'), ("--lr", '"$LR"'),
+            ("--save", '"$CHECKPOINT_DIR"'), ("--load", '"$CHECKPOINT_DIR"'),
+            ("--save-interval", '"$SAVE_INTERVAL"')]
+
+
+def _q(value: object) -> str:
+    return shlex.quote(str(value))

@@ -1,0 +1,118 @@
+"""Megatron-LM emitter: the emitted megatron.sh, run in dry-run mode, gives pretrain_gpt.py an argv
+that Megatron's own parse_args + validate_args (megatron-core 0.19.2) accept, with the plan's values."""
+from __future__ import annotations
+
+import pytest
+
+from emit_cases import check_golden, dry_run, plan
+from engine_parsers import megatron_arguments, megatron_transformer_config, megatron_validate
+from planner.emit import emit
+from planner.errors import InputError
+
+CASES = ["gpt-dense", "gpt-dense-fp8", "gpt-pp-fp16", "gpt-pp", "llama-gqa-selective", "pp-first-last", "pp-any-split-zero1",
+         "vpp-even", "vpp-uneven-block", "cp", "zero1-offload"]
+ENV = {"MEGATRON_LM_DIR": "/opt/Megatron-LM", "DATA_PATH": "/data/corpus_text_document",
+       "TOKENIZER_MODEL": "meta-llama/Llama-3.1-8B"}
+
+
+def _plan(case):
+    if case == "pp-any-split-zero1":  # the same split with the distributed optimizer
+        base = plan("pp-any-split")
+        return base.__class__(model=base.model, cluster=base.cluster,
+                              strategy=base.strategy.with_(zero=1))
+    return plan(case)
+
+
+def _megatron_args(tmp_path, case):
+    p = _plan(case)
+    files = emit(p, "megatron", tmp_path)
+    argv = dry_run(tmp_path / "megatron.sh", ENV)
+    script_at = argv.index("/opt/Megatron-LM/pretrain_gpt.py")
+    exports = {"CUDA_DEVICE_MAX_CONNECTIONS": "1"} if "export CUDA_DEVICE_MAX_CONNECTIONS=1" in \
+        (tmp_path / "megatron.sh").read_text() else {}
+    args = megatron_validate(argv[script_at + 1:], exports, p.strategy.world)
+    return p, files, argv, args
+
+
+def _layers_per_stage(args, pp: int, layers: int) -> list[int]:
+    """Blocks per pipeline rank as Megatron will build them, from its own layout parser."""
+    if args.pipeline_model_parallel_layout is not None:
+        from megatron.core.transformer.enums import LayerType
+        from megatron.core.transformer.pipeline_parallel_layer_layout import (
+            PipelineParallelLayerLayout)
+        segments = PipelineParallelLayerLayout.parse_str_to_list(args.pipeline_model_parallel_layout)
+        counts = [0] * pp
+        for i, segment in enumerate(segments):
+            counts[i % pp] += sum(1 for t in segment if t == LayerType.decoder)
+        return counts
+    first, last = args.decoder_first_pipeline_num_layers, args.decoder_last_pipeline_num_layers
+    if first is None and last is None:
+        return [layers // pp] * pp
+    middle = (layers - first - last) // (pp - 2)
+    return [first] + [middle] * (pp - 2) + [last]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_megatron_accepts_emitted_arguments(tmp_path, case):
+    p, files, argv, args = _megatron_args(tmp_path, case)
+    st, arch = p.strategy, p.model.arch
+    assert argv[:2] == ["torchrun", "--nnodes"] or argv[:2] == ["torchrun", "--standalone"]
+    assert (args.tensor_model_parallel_size, args.pipeline_model_parallel_size,
+            args.context_parallel_size, args.data_parallel_size) == (st.tp, st.pp, st.cp, st.dp)
+    assert (args.micro_batch_size, args.global_batch_size) == (st.mbs, p.model.training.global_batch)
+    assert (args.num_layers, args.hidden_size, args.num_attention_heads, args.ffn_hidden_size) == (
+        arch.layers, arch.hidden, arch.heads, arch.ffn_hidden)
+    assert args.num_query_groups == (arch.kv_heads if arch.kv_heads != arch.heads else None) or \
+        not args.group_query_attention
+    assert args.swiglu == (arch.mlp == "swiglu")
+    precision = p.model.training.precision
+    assert (args.bf16, args.fp16, args.fp8) == (precision != "fp16", precision == "fp16",
+                                                "hybrid" if precision == "fp8" else None)
+    assert args.sequence_parallel == st.sp
+    assert args.tp_comm_overlap == st.tp_comm_overlap
+    assert args.use_distributed_optimizer == (st.zero == 1)
+    assert args.optimizer_cpu_offload == st.offload_optimizer
+    vpp = args.virtual_pipeline_model_parallel_size or 1
+    assert vpp == st.vpp
+    stages = st.stages(p.model)
+    assert _layers_per_stage(args, st.pp, arch.layers) == [s.layers for s in stages]
+    recompute = {s.full and "full" or s.selective and "selective" for s in stages} - {0}
+    assert (args.recompute_granularity or "none") == (recompute.pop() if recompute else "none")
+    config = megatron_transformer_config(args)  # checks the split and recompute against the model
+    assert (config.num_layers, config.recompute_granularity) == (arch.layers,
+                                                                 args.recompute_granularity)
+    check_golden(files, "megatron", case)
+
+
+def test_block_recompute_counts_per_chunk(tmp_path):
+    _, _, _, args = _megatron_args(tmp_path, "vpp-uneven-block")
+    # 4 blocks per stage over 2 chunks: the first 2 blocks of every chunk are recomputed.
+    assert (args.recompute_method, args.recompute_num_layers) == ("block", 2)
+
+
+def test_megatron_rejects_what_it_cannot_express(tmp_path):
+    with pytest.raises(InputError) as err:
+        emit(plan("zero3-offload"), "megatron", tmp_path)
+    message = str(err.value)
+    assert "ZeRO stage 3" in message and "parameter offload" in message
+    assert not list(tmp_path.iterdir())
+
+
+def test_transformer_config_catches_a_wrong_layout():
+    """The layout check is live: a layout with 81 blocks for an 80-layer model is refused."""
+    args = megatron_validate([*_SMALL, "--num-layers", "80", "--pipeline-model-parallel-size", "4",
+                              "--pipeline-model-parallel-layout", "Et*18|t*20|t*22|t*21L"], {}, 8)
+    with pytest.raises(AssertionError, match="must match num_layers"):
+        megatron_transformer_config(args)
+
+
+_SMALL = ["--hidden-size", "64", "--num-attention-heads", "4", "--seq-length", "128",
+          "--max-position-embeddings", "128", "--micro-batch-size", "1", "--train-iters", "1",
+          "--lr", "1e-4", "--tokenizer-type", "NullTokenizer", "--vocab-size", "128", "--mock-data"]
+
+
+def test_validate_args_catches_a_broken_argv():
+    """The parser is live: a world size the degrees do not divide is refused."""
+    megatron_arguments()
+    with pytest.raises(AssertionError, match="not divisible"):
+        megatron_validate([*_SMALL, "--num-layers", "4", "--tensor-model-parallel-size", "3"], {}, 8)

@@ -1,0 +1,106 @@
+"""torchtitan emitter: the `torchtitan.train` command line in torchtitan.sh is parsed by
+torchtitan 0.3.0's own ConfigManager, and ParallelDims accepts its degrees for the plan's world."""
+from __future__ import annotations
+
+import pytest
+
+from emit_cases import check_golden, dry_run, plan
+from engine_parsers import torchtitan_config
+from planner.emit import emit
+from planner.emit.torchtitan import KNOWN_MODELS, model_parts
+from planner.errors import InputError
+
+CASES = ["llama-gqa-fsdp", "pp-any-split", "vpp-even-fsdp", "cp-fsdp", "zero3-offload"]
+
+
+def _plan(case):
+    if case == "vpp-even-fsdp":
+        base = plan("vpp-even")
+        return base.__class__(model=base.model, cluster=base.cluster,
+                              strategy=base.strategy.with_(zero=3, recompute="full"))
+    return plan(case)
+
+
+def _run(tmp_path, p):
+    files = emit(p, "torchtitan", tmp_path)
+    argv = dry_run(tmp_path / "torchtitan.sh", {"HF_ASSETS_PATH": str(tmp_path)})
+    config, dims = torchtitan_config(argv[argv.index("torchtitan.train") + 1:],
+                                     world_size=p.strategy.world)
+    return files, config, dims
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_torchtitan_accepts_emitted_command_line(tmp_path, case):
+    from torchtitan.distributed.activation_checkpoint import FullAC, SelectiveAC
+    p = _plan(case)
+    st, train = p.strategy, p.model.training
+    files, config, dims = _run(tmp_path, p)
+    assert (dims.dp_replicate * dims.dp_shard, dims.tp, dims.pp, dims.cp) == (st.dp, st.tp, st.pp,
+                                                                             st.cp)
+    assert dims.dp_shard == (st.dp if st.zero else 1)
+    par = config.parallelism
+    assert par.enable_sequence_parallel == (st.sp or st.tp == 1)
+    assert par.fsdp_reshard_after_forward == {0: "default", 2: "never", 3: "always"}[st.zero]
+    assert config.training.global_batch_size == train.global_batch
+    assert config.training.seq_len == train.seq_len
+    assert config.training.enable_cpu_offload == st.offload_optimizer
+    data_parallel_steps = train.global_batch // (config.training.local_batch_size * st.dp)
+    pipeline_micro = config.training.local_batch_size // par.pipeline_parallel_microbatch_size
+    assert data_parallel_steps * (pipeline_micro if st.pp > 1 else 1) == st.micro_batches(p.model)
+    stages = st.stages(p.model)
+    ac = {FullAC.Config: "full", SelectiveAC.Config: "selective", type(None): "none"}[
+        type(config.activation_checkpoint)]
+    assert ac == ("full" if stages[0].full else "selective" if stages[0].selective else "none")
+    if st.pp > 1:
+        parts = par.module_fqns_per_model_part
+        assert len(parts) == st.pp * st.vpp
+        per_rank = [sum(sum(1 for m in parts[i] if m.startswith("layers."))
+                        for i in range(s, len(parts), st.pp)) for s in range(st.pp)]
+        assert per_rank == [s.layers for s in stages]
+        assert par.pipeline_parallel_schedule == ("Interleaved1F1B" if st.vpp > 1 else "1F1B")
+    check_golden(files, "torchtitan", case)
+
+
+def test_model_parts_cover_every_module_once():
+    parts = model_parts(_plan("vpp-even-fsdp"))
+    names = [m for part in parts for m in part]
+    assert names == ["tok_embeddings", *[f"layers.{i}" for i in range(80)], "norm", "lm_head"]
+
+
+def test_known_models_match_torchtitan_registry():
+    """KNOWN_MODELS states the shapes torchtitan 0.3.0's config functions really build."""
+    import importlib
+    for known in KNOWN_MODELS:
+        module, config_fn = known.name.split(":")
+        registry = importlib.import_module(f"torchtitan.models.{module}.config_registry")
+        model = getattr(registry, config_fn)().model_spec.model
+        layer = model.layers[0]
+        shape = (len(model.layers), model.dim, layer.attention.n_heads,
+                 layer.attention.n_kv_heads, layer.feed_forward.w1.out_features, model.vocab_size)
+        assert shape == (known.layers, known.hidden, known.heads, known.kv_heads,
+                         known.ffn_hidden, known.vocab), known.name
+
+
+def test_parallel_dims_catch_a_wrong_world_size():
+    """The validator is live: degrees that do not multiply to the world size are refused."""
+    from torchtitan.distributed.parallel_dims import ParallelDims
+    with pytest.raises(AssertionError, match="Invalid parallel dims"):
+        ParallelDims(dp_replicate=1, dp_shard=3, cp=1, tp=2, pp=1, ep=1, world_size=8)
+
+
+def test_torchtitan_rejects_what_it_cannot_express(tmp_path):
+    with pytest.raises(InputError) as err:
+        emit(plan("gpt-dense"), "torchtitan", tmp_path)
+    assert "no model configuration with this shape" in str(err.value)
+    with pytest.raises(InputError) as err:
+        emit(plan("zero1-offload"), "torchtitan", tmp_path)
+    message = str(err.value)
+    for what in ("ZeRO stage 1", "every block", "one switch"):
+        assert what in message, message
+
+
+def test_tensor_parallel_without_sequence_parallel(tmp_path):
+    base = plan("llama-gqa-fsdp")
+    p = base.__class__(model=base.model, cluster=base.cluster, strategy=base.strategy.with_(sp=False))
+    _, config, dims = _run(tmp_path, p)
+    assert dims.tp == 2 and config.parallelism.enable_sequence_parallel is False

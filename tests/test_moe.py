@@ -1,0 +1,116 @@
+"""Mixture-of-experts: parameter counts, FLOPs, expert-parallel communication and memory."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cost_models import comm
+from cost_models.estimate import estimate
+from cost_models.flops import model_flops_per_step, total_params
+from cost_models.hardware import from_cluster
+from cost_models.moe import MOE_LOAD_IMBALANCE, moe_block_times, routed_rows
+from planner.errors import InputError, InvalidStrategyError
+from planner.loading import load_cluster, load_model
+from planner.strategy import Strategy
+
+
+@pytest.mark.parametrize("name, total_b, active_b, rel", [
+    ("mixtral-8x7b", 46.7, 12.9, 0.01),        # Jiang et al. 2024 §2
+    ("mixtral-8x22b", 141.0, 39.0, 0.01),      # Mistral AI model card
+    ("qwen2-57b-a14b", 57.0, 14.0, 0.02),      # Qwen2 report (rounded to whole billions)
+])
+def test_moe_parameter_counts_match_published(name, total_b, active_b, rel):
+    model = load_model(name)
+    assert total_params(model) / 1e9 == pytest.approx(total_b, rel=rel)
+    assert total_params(model, active=True) / 1e9 == pytest.approx(active_b, rel=rel)
+
+
+def test_deepseek_v3_parameter_counts():
+    """671B total (paper and README_WEIGHTS.md). Active: the config gives 37.55B; the paper says
+    37B and README_WEIGHTS.md 36.7B (incl. 0.9B embedding + 0.9B head), which is exactly one
+    7168 x 2048 expert matrix per MoE layer less than the config implies (58 x 14.7M = 0.85B)."""
+    model = load_model("deepseek-v3")
+    assert total_params(model) / 1e9 == pytest.approx(671.0, rel=0.002)
+    active = total_params(model, active=True)
+    assert active / 1e9 == pytest.approx(37.0, rel=0.016)
+    assert active - 58 * 7168 * 2048 == pytest.approx(36.7e9, rel=0.002)
+
+
+def test_moe_model_flops_count_active_experts_only():
+    model = load_model("mixtral-8x7b")
+    a, t = model.arch, model.training
+    tokens = t.global_batch * t.seq_len
+    attn = 2 * (a.hidden * (a.hidden + 2 * a.kv_dim) + a.hidden * a.hidden)
+    experts = 2 * 3 * a.hidden * a.moe.expert_ffn_hidden * a.moe.top_k
+    router = 2 * a.hidden * a.moe.routed_experts
+    core = 4 * t.seq_len * a.hidden
+    per_token = a.layers * (attn + experts + router + core) + 2 * a.hidden * a.vocab
+    assert model_flops_per_step(model) == pytest.approx(3 * tokens * per_token, rel=1e-12)
+
+
+def test_all_to_all_volume_per_token_matches_hand_computation():
+    """Each token's hidden vector (2 bytes x h) goes to k experts, out and back, fwd and bwd."""
+    model = load_model("mixtral-8x7b")
+    hw = from_cluster(load_cluster("dgx-h100-1n"))
+    st = Strategy(dp=8, ep=8, mbs=1)
+    tokens = model.training.seq_len
+    per_gpu_bytes = tokens * model.arch.moe.top_k * model.arch.hidden * 2
+    one = comm.collective_time_s("all_to_all", per_gpu_bytes, 8, hw.intra)
+    assert one == pytest.approx(7 * hw.intra.latency_s + 7 / 8 * per_gpu_bytes / hw.intra.bandwidth_Bps)
+    times = moe_block_times(model, st, hw)
+    assert times.fwd_ep == pytest.approx(2 * one) and times.bwd_ep == pytest.approx(2 * one)
+    assert routed_rows(model, st) == pytest.approx(tokens * 2 * MOE_LOAD_IMBALANCE)
+
+
+def test_memory_decreases_with_expert_parallelism():
+    model, cluster = load_model("mixtral-8x7b"), load_cluster("dgx-h100-8n")
+    peaks = [estimate(model, cluster, Strategy(dp=16, tp=2, pp=2, ep=ep, zero=1, sp=True,
+                                               recompute="full")).peak_memory_bytes
+             for ep in (1, 2, 4, 8)]
+    assert all(a > b for a, b in zip(peaks, peaks[1:]))
+
+
+def test_expert_parallel_rules_show_every_factor():
+    model, cluster = load_model("mixtral-8x7b"), load_cluster("dgx-h100-8n")
+    with pytest.raises(InvalidStrategyError, match="routed_experts=8 is not divisible by ep=3"):
+        Strategy(dp=64, ep=3).validate(model, cluster)
+    with pytest.raises(InvalidStrategyError, match=r"tp\*cp\*dp = 2\*1\*2 = 4 is not divisible by ep\*etp"):
+        Strategy(dp=2, tp=2, pp=16, ep=8, sp=True).validate(model, cluster)
+    with pytest.raises(InvalidStrategyError, match="needs an MoE model"):
+        Strategy(dp=64, ep=2).validate(load_model("llama3-8b"), cluster)
+
+
+def test_hf_moe_configs(tmp_path):
+    mixtral = {"model_type": "mixtral", "num_hidden_layers": 32, "hidden_size": 4096,
+               "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
+               "vocab_size": 32000, "num_local_experts": 8, "num_experts_per_tok": 2}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(mixtral))
+    assert load_model(str(path)).arch == load_model("mixtral-8x7b").arch
+    deepseek = {"model_type": "deepseek_v3", "num_hidden_layers": 61, "hidden_size": 7168,
+                "num_attention_heads": 128, "num_key_value_heads": 128, "intermediate_size": 18432,
+                "moe_intermediate_size": 2048, "vocab_size": 129280, "n_routed_experts": 256,
+                "n_shared_experts": 1, "num_experts_per_tok": 8, "first_k_dense_replace": 3,
+                "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+                "qk_rope_head_dim": 64, "v_head_dim": 128}
+    path.write_text(json.dumps(deepseek))
+    assert load_model(str(path)).arch == load_model("deepseek-v3").arch
+
+
+def test_bad_moe_block_is_an_input_error(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("name: m\narchitecture: {layers: 2, hidden: 64, heads: 4, ffn_hidden: 128,"
+                    " vocab: 100, moe: {routed_experts: 4, top_k: 8, expert_ffn_hidden: 32}}\n"
+                    "training: {seq_len: 64, global_batch: 8}\n")
+    with pytest.raises(InputError, match="top_k=8 exceeds routed_experts=4") as err:
+        load_model(str(path))
+    assert err.value.key_path == "architecture.moe.top_k"
+
+
+def test_first_dense_layers_land_on_the_first_stage():
+    model, cluster = load_model("deepseek-v3"), load_cluster("dgx-h100-16n")
+    st = Strategy(dp=16, pp=8, ep=8, zero=1, recompute="full")
+    r = estimate(model, cluster, st)
+    # Stage 0 holds the 3 dense blocks (no experts): less memory than an all-MoE middle stage.
+    assert r.stages[0].memory_bytes["weights"] < r.stages[1].memory_bytes["weights"]
