@@ -77,8 +77,11 @@ class StatePrediction:
     """Persistent model-state bytes one GPU of a stage holds, on the device plus on the host."""
 
     weights: float
+    """Weight bytes (sharded under ZeRO-3)."""
     grads: float
+    """Gradient bytes (sharded under ZeRO-2/3)."""
     optimizer: float
+    """Optimizer-state bytes (sharded under ZeRO-1/2/3)."""
 
 
 def predicted_states(model: ModelSpec, st: Strategy, stage: int, layers: int) -> StatePrediction:

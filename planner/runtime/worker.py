@@ -45,15 +45,25 @@ class Trainer:
     """The parallelised model of one rank and the step that trains it."""
 
     model: ModelSpec
+    """The runtime model (fp32) being trained."""
     st: Strategy
+    """The resolved strategy."""
     device: torch.device
+    """Where this rank computes."""
     modules: list[nn.Module]
+    """This rank's model chunks (one, or vpp under interleaved PP), wrapped for data parallelism."""
     optimizer: torch.optim.Optimizer
-    schedule: object | None
+    """Adam over this rank's parameters (ZeroRedundancyOptimizer under ZeRO-1)."""
+    schedule: Schedule1F1B | ScheduleInterleaved1F1B | None
+    """The pipeline schedule, None without PP."""
     stages: list[PipelineStage]
+    """This rank's pipeline stages (empty without PP)."""
     coords: dict[str, int]
+    """This rank's index in the pp, dp and tp groups."""
     seed: int
+    """Seed of the initial weights and of the synthetic data."""
     step_index: int = 0
+    """Steps taken so far (selects the synthetic batch)."""
 
     def step(self) -> float:
         """One optimizer step on this rank's slice of the global batch; returns the global loss."""
