@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from cli import cmd_emit, cmd_estimate, cmd_presets, cmd_profile, cmd_solve
+from cli import cmd_emit, cmd_estimate, cmd_presets, cmd_profile, cmd_solve, cmd_validate
 from planner.errors import FmplanError, FmplanWarning
 
 app = typer.Typer(
@@ -38,7 +38,7 @@ def _root(
     """fmplan: parallelism planner for LLM training."""
 
 
-for module in (cmd_estimate, cmd_presets, cmd_solve, cmd_emit, cmd_profile):
+for module in (cmd_estimate, cmd_presets, cmd_solve, cmd_emit, cmd_profile, cmd_validate):
     module.register(app)
 
 

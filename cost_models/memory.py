@@ -28,6 +28,12 @@ ALLOCATOR_FRACTION = 0.05
 caching allocator rounds blocks and keeps freed segments; 5% is at the low end of the overhead
 reported by torch.cuda.memory_stats (reserved vs allocated) for steady-state LLM training."""
 
+def element_bytes(model: ModelSpec) -> int:
+    """Bytes of one stored weight or activation element: 4 under pure fp32 training, else 2
+    (bf16/fp16, and fp8 GEMMs, which keep 16-bit weights and activations)."""
+    return 4 if model.training.precision == "fp32" else 2
+
+
 ZERO3_PREFETCH_BLOCKS = 2
 """Unsharded blocks alive under ZeRO-3/FSDP: the one computing and the one prefetched."""
 
@@ -54,11 +60,12 @@ def block_activations(model: ModelSpec, st: Strategy) -> BlockActivations:
         scores = 4 * a.heads * s * b
     else:
         scores = (5 if a.dropout else 2) * a.heads * s * train.seq_len * b
-    kept = outside / sp_div + tp_region / t
+    widen = element_bytes(model) / ACT_BYTES  # the coefficients above count 16-bit tensors
+    kept = widen * (outside / sp_div + tp_region / t)
     return BlockActivations(
         none=kept + scores / t,
         selective=kept,
-        full=ACT_BYTES * sbh / sp_div,
+        full=element_bytes(model) * sbh / sp_div,
     )
 
 
@@ -91,29 +98,36 @@ class StateBytes:
 def optimizer_bytes_per_param(model: ModelSpec) -> float:
     """K of the ZeRO paper: fp32 master (4) + Adam moments (4 + 4), or SGD momentum (4)."""
     train = model.training
+    if train.precision == "fp32":  # the weights are the fp32 master; moments are fp32
+        return 2 * 4 if train.optimizer == "adam" else 4
     moment = 4 if train.master_weights_fp32 else 2
     moments = 2 if train.optimizer == "adam" else 1
     return (4 if train.master_weights_fp32 else 0) + moments * moment
 
 
 def state_bytes_per_param(model: ModelSpec, st: Strategy, shard: int | None = None) -> StateBytes:
-    """Rajbhandari et al. 2020 (ZeRO) accounting: 16-bit weights 2, grads G, optimizer K bytes.
+    """Rajbhandari et al. 2020 (ZeRO) accounting: 16-bit weights 2, grads G, optimizer K bytes
+    (pure fp32 training: weights 4, grads 4, K = 8 for Adam).
 
     ZeRO-1 shards K over the dp*cp group (or `shard` ranks: the expert data-parallel group for MoE
     experts), ZeRO-2 also the grads, ZeRO-3 also the weights. Grads are G = 4 when accumulated in
     fp32 (Megatron's main_grad buffer, which its distributed optimizer keeps whole), else 2.
-    Offloaded states move to the host.
+    Offloaded states move to the host; under ZeRO-2/3 the gradient shard goes with the optimizer
+    (only the host keeps it).
     """
     n = shard or st.dp * st.cp
     k = optimizer_bytes_per_param(model)
-    g = 4 if model.training.grads_fp32 else 2
-    weights = 2.0 / n if st.zero >= 3 else 2.0
+    g = 4 if model.training.grads_fp32 or model.training.precision == "fp32" else 2
+    w = float(element_bytes(model))
+    weights = w / n if st.zero >= 3 else w
     grads = g / n if st.zero >= 2 else float(g)
     optimizer = k / n if st.zero >= 1 else float(k)
     host = 0.0
     if st.offload_optimizer:
         host += optimizer + 4.0 / max(n if st.zero >= 2 else 1, 1)
         optimizer = 0.0
+        if st.zero >= 2:  # the reduce-scattered shard moves to the host's fp32 copy (Ren et al.
+            grads = 0.0   # 2021 §4.1; FSDP2 CPUOffloadPolicy): the GPU keeps only buckets
     if st.offload_params:
         host += weights
         weights = 0.0
@@ -136,7 +150,8 @@ def stage_extra_activations(model: ModelSpec, st: Strategy, stage: int, in_fligh
 
     First stage: embedding dropout masks, s*b*h/t bytes per in-flight micro-batch when dropout is
     used. Last stage (one micro-batch at a time): final norm input and logits input 2sbh/t each,
-    and the logits: fp32 softmax 4sbV/t plus the 16-bit logits 2sbV/t alive while it is built.
+    and the logits: fp32 softmax 4sbV/t plus the 16-bit logits 2sbV/t alive while it is built
+    (2 -> 4 bytes per element under fp32 training).
     """
     a, train = model.arch, model.training
     s, b, t = train.seq_len // st.cp, st.mbs, st.tp
@@ -145,5 +160,6 @@ def stage_extra_activations(model: ModelSpec, st: Strategy, stage: int, in_fligh
     if stage == 0 and a.dropout:
         extra += in_flight * s * b * a.hidden / sp_div
     if stage == st.pp - 1:
-        extra += 2 * 2 * s * b * a.hidden / sp_div + 6 * s * b * a.vocab / t
+        e = element_bytes(model)
+        extra += 2 * e * s * b * a.hidden / sp_div + (4 + e) * s * b * a.vocab / t
     return extra

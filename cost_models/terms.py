@@ -15,7 +15,7 @@ from cost_models.block import BlockTimes, EdgeTimes, block_times, edge_times
 from cost_models.flops import block_params, embedding_params, head_params
 from cost_models.hardware import Hardware
 from cost_models.memory import (ZERO3_PREFETCH_BLOCKS, BlockActivations, StateBytes,
-                                block_activations, in_flight_microbatches,
+                                block_activations, element_bytes, in_flight_microbatches,
                                 optimizer_bytes_per_param, stage_extra_activations,
                                 state_bytes_per_param)
 from cost_models.moe import moe_block_activations, moe_block_params, moe_block_times
@@ -249,7 +249,7 @@ def candidate_terms(model: ModelSpec, st: Strategy, hw: Hardware, *,
         edge=edge or edge_times(model, st, hw), states=state_bytes_per_param(model, st),
         expert_states=state_bytes_per_param(model, st, shard=n_expert),
         first_params=first, last_params=last, in_flight=in_flight, extra_acts=extra,
-        zero3_buffer_bytes=ZERO3_PREFETCH_BLOCKS * 2 * max(
+        zero3_buffer_bytes=ZERO3_PREFETCH_BLOCKS * element_bytes(model) * max(
             dense_params, moe.params + moe.expert_params if moe else 0.0) if st.zero == 3 else 0.0,
         grad_comm_s_per_param=grad_per_param, expert_grad_comm_s_per_param=expert_grad,
         grad_tail_s=grad_tail, param_gather_s_per_param=param_per_param,

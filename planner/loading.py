@@ -106,7 +106,7 @@ def _architecture(f: Fields) -> Architecture:
 def _training(f: Fields) -> Training:
     return Training(
         seq_len=f.int("seq_len"), global_batch=f.int("global_batch"),
-        precision=f.choice("precision", ("bf16", "fp16", "fp8"), "bf16"),
+        precision=f.choice("precision", ("bf16", "fp16", "fp8", "fp32"), "bf16"),
         optimizer=f.choice("optimizer", ("adam", "sgd"), "adam"),
         master_weights_fp32=f.bool("master_weights_fp32", True),
         grads_fp32=f.bool("grads_fp32", True),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Precision = Literal["bf16", "fp16", "fp8"]
+Precision = Literal["bf16", "fp16", "fp8", "fp32"]
 Mlp = Literal["gelu", "swiglu"]
 
 
@@ -102,7 +102,8 @@ class Training:
     global_batch: int
     """Sequences per optimizer step (B)."""
     precision: Precision = "bf16"
-    """Compute precision of GEMMs and stored activations (fp8 GEMMs keep 16-bit activations)."""
+    """Compute precision of GEMMs and stored activations (fp8 GEMMs keep 16-bit activations;
+    fp32 is pure single precision: 4-byte weights and activations, no separate master copy)."""
     optimizer: Literal["adam", "sgd"] = "adam"
     """Optimizer: adam keeps two fp32 moments, sgd (with momentum) one."""
     master_weights_fp32: bool = True

@@ -1,0 +1,78 @@
+"""Launch validation runs through torchrun and collect every rank's result.
+
+One `torch.distributed.run --standalone` launch per world size runs all the given runs in turn
+(a launch costs ~5 s here; the runs then share one process group). torchrun is used rather than
+`torch.multiprocessing.spawn` because it is what users launch real jobs with, and its rank
+environment (RANK, LOCAL_RANK, WORLD_SIZE) is the one the worker reads.
+
+A failed launch reports the failing rank's traceback (its last 25 lines; set FMPLAN_TRACE_LINES
+for more).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from planner.errors import EnvironmentProblem
+from planner.plan import model_to_mapping, strategy_to_mapping
+from planner.specs import ModelSpec
+from planner.strategy import Strategy
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRequest:
+    """One plan to run: an id (a folder name), the runtime model and the resolved strategy."""
+
+    run_id: str
+    model: ModelSpec
+    strategy: Strategy
+
+
+def launch(runs: list[RunRequest], *, device: str, steps: int, warmup: int, seed: int = 0,
+           timeout_s: float = 900.0) -> dict[str, list[dict[str, Any]]]:
+    """Run `runs` (all with the same world size) on `device`; return each run's rank results."""
+    worlds = {r.strategy.world for r in runs}
+    if len(worlds) != 1:
+        raise ValueError(f"one launch runs one world size, got {sorted(worlds)}")
+    world = worlds.pop()
+    with tempfile.TemporaryDirectory(prefix="fmplan-validate-") as tmp:
+        out_dir = Path(tmp) / "out"
+        job = {"device": device, "steps": steps, "warmup": warmup, "seed": seed,
+               "out_dir": str(out_dir),
+               "runs": [{"id": r.run_id, "model": model_to_mapping(r.model),
+                         "strategy": strategy_to_mapping(r.strategy)} for r in runs]}
+        job_path = Path(tmp) / "job.json"
+        job_path.write_text(json.dumps(job))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc-per-node={world}", "-m", "planner.runtime.worker", str(job_path)]
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
+                                                           os.environ.get("PYTHONPATH")]))}
+        try:
+            proc = subprocess.run(command, env=env, capture_output=True, text=True,
+                                  timeout=timeout_s, cwd=tmp)
+        except subprocess.TimeoutExpired:
+            raise EnvironmentProblem(f"torchrun did not finish within {timeout_s:.0f} s "
+                                     "(hint: fewer --steps, or --scale-down)") from None
+        if proc.returncode != 0:
+            errors = [p.read_text() for p in sorted(out_dir.glob("error_rank*.txt"))]
+            # A crash on one rank shows up on its peers as a closed connection: report the cause.
+            causes = [e for e in errors if "Connection closed by peer" not in e] or errors
+            text = causes[0] if causes else (proc.stderr or proc.stdout)
+            tail = "\n".join(text.strip().splitlines()[-int(os.environ.get("FMPLAN_TRACE_LINES", "25")):])
+            raise EnvironmentProblem(f"torchrun with {world} processes failed "
+                                     f"(exit {proc.returncode}):\n{tail}")
+        return {r.run_id: _collect(out_dir / r.run_id, world) for r in runs}
+
+
+def _collect(folder: Path, world: int) -> list[dict[str, Any]]:
+    results = [json.loads((folder / f"rank{r}.json").read_text()) for r in range(world)]
+    return sorted(results, key=lambda r: r["rank"])

@@ -1,0 +1,29 @@
+"""The single-process reference: the same model, data and optimizer without any parallelism.
+
+A parallel run is right when its per-step losses match these within float tolerance (the sum
+over micro-batches and ranks only reorders floating-point additions).
+"""
+from __future__ import annotations
+
+import torch
+
+from planner.runtime.model import build_decoder, loss_fn, synthetic_batch
+from planner.runtime.parallelize import LEARNING_RATE
+from planner.specs import ModelSpec
+
+
+def reference_losses(model: ModelSpec, steps: int, *, tp: int = 1, seed: int = 0) -> list[float]:
+    """Losses of `steps` full-batch Adam steps on one process (fp32, CPU). `tp` only sets the
+    vocabulary padding (to a multiple of 128 * tp, as the parallel run pads it)."""
+    train = model.training
+    net = build_decoder(model.arch, train.seq_len, tp=tp, pp=1, seed=seed)
+    optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE, foreach=False)
+    losses = []
+    for step in range(steps):
+        inputs, labels = synthetic_batch(model.arch.vocab, train.global_batch, train.seq_len, step, seed)
+        loss = loss_fn(net(inputs), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(float(loss.item()))
+    return losses
