@@ -12,6 +12,7 @@ with G, P >= 0 the exposed gradient reduction / parameter gather and O = max_i o
 """
 from __future__ import annotations
 
+import functools
 import math
 
 from cost_models import comm
@@ -55,6 +56,7 @@ def integer_min_max_for_vpp(layers: int, pp: int, vpp: int, c: float, first: flo
     return integer_min_max(layers, pp, vpp, c, first, last)
 
 
+@functools.lru_cache(maxsize=65536)
 def integer_min_max(layers: int, pp: int, vpp: int, c: float, first: float, last: float) -> float:
     """min over integer splits (n_i >= v, sum = L) of max_i (n_i c + e_i), where only the first
     and last stages have e_i > 0: the smallest level T whose whole-block capacities

@@ -17,7 +17,8 @@ from cost_models.memory import (ALLOCATOR_FRACTION, block_activations, in_flight
                                 stage_extra_activations, state_bytes_per_param)
 from cost_models.terms import candidate_terms
 from planner.bounds import (group_memory_lower_bound_bytes, integer_min_max,
-                            integer_min_max_for_vpp, makespan_lower_bound_s, pipeline_p2p_s)
+                            integer_min_max_for_vpp, makespan_lower_bound_s, pipeline_p2p_s,
+                            step_lower_bound_s)
 from planner.ilp import Solver
 from planner.space import (degree_splits, micro_batch_sizes, offload_options,
                            sequence_parallel_options, target_accepts_model,
@@ -57,6 +58,8 @@ class Group:
     """(dp, tp, pp, cp, vpp, mbs, sp); the Strategy is built only if the group is popped."""
     members: int
     checked: bool = False
+    p2p_s: float = 0.0
+    """The group's pipeline p2p time (same for all its members), set when it is checked."""
 
     @property
     def outer(self) -> Strategy:
@@ -128,6 +131,10 @@ class Cache:
                                or states.host * params > self.hw.host_mem_bytes_per_gpu)
         return self._fits[key]
 
+    def step_bound(self, terms, st: Strategy) -> float:
+        """`step_lower_bound_s` of a member (its integer min-max is memoised in bounds.py)."""
+        return step_lower_bound_s(terms, st, self.model.arch.layers)
+
     def min_state_bytes(self, dp: int, cp: int) -> float:
         """Smallest GPU state bytes per parameter over the ZeRO/offload members."""
         return sum(self.min_state_parts(dp, cp))
@@ -185,16 +192,24 @@ def member_strategies(group: Group, options: SearchOptions):
         yield outer.with_(zero=zero, offload_optimizer=off_opt, offload_params=off_params)
 
 
-def member_terms(model: ModelSpec, hw: Hardware, st: Strategy, cache: Cache):
-    """A candidate's terms: from the cache's block/edge times, or derived from the same
-    candidate with another vpp (only in-flight counts, their extras and p2p depend on vpp)."""
+def member_base_terms(model: ModelSpec, hw: Hardware, st: Strategy, cache: Cache):
+    """Terms of `st` at whatever vpp the cache first saw this candidate with (block/edge times
+    from the cache); `member_terms` turns them into st's own."""
     key = (st.dp, st.tp, st.pp, st.cp, st.mbs, st.sp, st.zero, st.offload_optimizer,
            st.offload_params)
     base = cache.terms.get(key)
     if base is None:
         block, edge, _ = cache.shape(st.tp, st.cp, st.mbs, st.sp)
-        cache.terms[key] = candidate_terms(model, st, hw, block=block, edge=edge)
-        return cache.terms[key]
+        base = cache.terms[key] = candidate_terms(model, st, hw, block=block, edge=edge)
+    return base
+
+
+def member_terms(model: ModelSpec, hw: Hardware, st: Strategy, base):
+    """st's terms from `base` (the same candidate, possibly at another vpp: only in-flight
+    counts, their extras and p2p depend on vpp)."""
+    if tuple(base.in_flight) == tuple(in_flight_microbatches(i, st, base.micro_batches)
+                                      for i in range(st.pp)):
+        return base if base.p2p_s == pipeline_p2p_s(model, st, hw) else with_vpp(model, hw, st, base)
     return with_vpp(model, hw, st, base)
 
 
@@ -210,4 +225,4 @@ def with_vpp(model: ModelSpec, hw: Hardware, st: Strategy, base):
 def members(model: ModelSpec, hw: Hardware, group: Group, cache: Cache, options: SearchOptions):
     """The group's candidates with their terms."""
     for st in member_strategies(group, options):
-        yield st, member_terms(model, hw, st, cache)
+        yield st, member_terms(model, hw, st, member_base_terms(model, hw, st, cache))

@@ -22,10 +22,10 @@ from typing import Any
 from cost_models.breakdown import CostBreakdown
 from cost_models.estimate import evaluate
 from cost_models.hardware import Hardware
-from planner.bounds import (host_lower_bound_bytes, memory_lower_bound_bytes, pipeline_p2p_s,
-                            step_lower_bound_s)
+from planner.bounds import host_lower_bound_bytes, memory_lower_bound_bytes, pipeline_p2p_s
 from planner.candidates import (Cache, Group, SearchOptions, group_memory_bound, groups,
-                                member_choices, member_terms, members, objective_weight,
+                                member_base_terms, member_choices, member_terms, members,
+                                objective_weight,
                                 with_vpp)
 from planner.errors import InputError
 from planner.ilp import MIP_REL_GAP, IlpResult, solve_split
@@ -124,26 +124,31 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
                 stats.pruned_by_memory += item.members
                 continue
             item.checked = True
-            p2p = pipeline_p2p_s(model, outer, hw) * objective_weight(model, outer, options)
-            heapq.heappush(heap, (bound + p2p, order, item))
+            item.p2p_s = pipeline_p2p_s(model, outer, hw)
+            heapq.heappush(heap, (bound + item.p2p_s * objective_weight(model, outer, options),
+                                  order, item))
             order += 1
             continue
         if isinstance(item, Group):
-            # Level 3: the members whose states fit, each with its terms and refined bound.
+            # Level 3: the members whose states fit, each with a refined bound from the terms of
+            # the same candidate at any vpp (only p2p, in-flight counts and extras depend on vpp,
+            # and the bound uses p2p alone: the group's).
             outer = item.outer
             for zero, off_opt, off_params in member_choices(outer, options):
                 if cache.states_cannot_fit(outer, zero, off_opt, off_params):
                     stats.pruned_by_memory += 1
                     continue
                 st = outer.with_(zero=zero, offload_optimizer=off_opt, offload_params=off_params)
-                terms = member_terms(model, hw, st, cache)
-                refined = step_lower_bound_s(terms, st, model.arch.layers) * objective_weight(model, st, options)
-                heapq.heappush(heap, (max(bound, refined), order, (st, terms, False)))
+                base = member_base_terms(model, hw, st, cache)
+                refined = (cache.step_bound(base, st) - base.p2p_s + item.p2p_s) \
+                    * objective_weight(model, st, options)
+                heapq.heappush(heap, (max(bound, refined), order, (st, base, False)))
                 order += 1
             continue
         st, terms, strong = item
         weight = objective_weight(model, st, options)
         if not strong:
+            terms = member_terms(model, hw, st, terms)
             # Level 4: the memory bound, then the stronger time bound (memory-forced recompute,
             # first-stage DP traffic).
             tight = float("inf")
