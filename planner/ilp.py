@@ -64,20 +64,20 @@ def solve_split(terms: CandidateTerms, st: Strategy, layers: int, *, capacity_by
     time_unit = max(layers * terms.block_none_s * m / pp, 1e-9)
     mem_unit = capacity_bytes
 
+    prob = pulp.LpProblem("split", pulp.LpMinimize)
     # Variables (integers are block counts, binaries mark a recompute mode used on a stage).
-    n = [pulp.LpVariable(f"n{i}", v, big_n, cat="Integer") for i in range(pp)]  # blocks
+    n = [prob.add_variable(f"n{i}", v, big_n, cat="Integer") for i in range(pp)]  # blocks
     allow_full = "full" in limits.recompute_modes
     allow_sel = "selective" in limits.recompute_modes
-    f = [pulp.LpVariable(f"f{i}", 0, big_n if allow_full else 0, cat="Integer") for i in range(pp)]
-    s = [pulp.LpVariable(f"s{i}", 0, big_n if allow_sel else 0, cat="Integer") for i in range(pp)]
-    xf = [pulp.LpVariable(f"xf{i}", cat="Binary") for i in range(pp)]  # f_i > 0
-    xs = [pulp.LpVariable(f"xs{i}", cat="Binary") for i in range(pp)]  # s_i > 0
-    tau = [pulp.LpVariable(f"tau{i}", 0) for i in range(pp)]  # transient recompute bytes / unit
-    t_max = pulp.LpVariable("t_max", 0)  # slowest stage per micro-batch / unit
-    grad = pulp.LpVariable("grad", 0)  # exposed gradient reduction / unit
-    gather = pulp.LpVariable("gather", 0)  # exposed parameter gather / unit
-    opt = pulp.LpVariable("opt", 0)  # optimizer step / unit
-    prob = pulp.LpProblem("split", pulp.LpMinimize)
+    f = [prob.add_variable(f"f{i}", 0, big_n if allow_full else 0, cat="Integer") for i in range(pp)]
+    s = [prob.add_variable(f"s{i}", 0, big_n if allow_sel else 0, cat="Integer") for i in range(pp)]
+    xf = [prob.add_variable(f"xf{i}", cat="Binary") for i in range(pp)]  # f_i > 0
+    xs = [prob.add_variable(f"xs{i}", cat="Binary") for i in range(pp)]  # s_i > 0
+    tau = [prob.add_variable(f"tau{i}", 0) for i in range(pp)]  # transient recompute bytes / unit
+    t_max = prob.add_variable("t_max", 0)  # slowest stage per micro-batch / unit
+    grad = prob.add_variable("grad", 0)  # exposed gradient reduction / unit
+    gather = prob.add_variable("gather", 0)  # exposed parameter gather / unit
+    opt = prob.add_variable("opt", 0)  # optimizer step / unit
 
     expr = _stage_expressions(terms, st, n, f, s)
     times = [e / time_unit for e in expr["time"]]
@@ -86,7 +86,7 @@ def solve_split(terms: CandidateTerms, st: Strategy, layers: int, *, capacity_by
         prob += (pulp.lpSum(times) * (1.0 / v) + (m - 1.0 / v) * t_max
                  + terms.p2p_s / time_unit + grad + gather + opt)
     else:
-        peak = pulp.LpVariable("peak", 0)  # min-max of stage memory / unit
+        peak = prob.add_variable("peak", 0)  # min-max of stage memory / unit
         prob += peak
 
     # [Constraint] every block on one stage; recompute counts within the stage.
@@ -157,8 +157,8 @@ def _add_step_pieces(prob, terms: CandidateTerms, st: Strategy, expr, unit: floa
     has_grad = terms.grad_comm_s_per_param > 0 or terms.grad_tail_s > 0
     has_gather = terms.param_gather_s_per_param > 0
     # prefix sums / unit: bwd_before[i] = sum_{j<i} bwd_j, fwd_before[i] = sum_{j<i} fwd_j
-    bwd_before = [pulp.LpVariable(f"bwd_before{i}") for i in range(pp)] if has_grad else []
-    fwd_before = [pulp.LpVariable(f"fwd_before{i}") for i in range(pp)] if has_gather else []
+    bwd_before = [prob.add_variable(f"bwd_before{i}") for i in range(pp)] if has_grad else []
+    fwd_before = [prob.add_variable(f"fwd_before{i}") for i in range(pp)] if has_gather else []
     for i in range(pp):
         params = expr["params"][i]
         if has_grad:
@@ -195,14 +195,14 @@ def _add_target_limits(prob, limits: EngineLimits, st: Strategy, layers: int, n,
             prob += n[i] == n[1]
     both = "full" in limits.recompute_modes and "selective" in limits.recompute_modes
     if not limits.mixed_recompute and both:
-        full_mode = pulp.LpVariable("full_mode", cat="Binary")  # one mode for the whole model
+        full_mode = prob.add_variable("full_mode", cat="Binary")  # one mode for the whole model
         for i in range(pp):
             prob += f[i] <= big_n * full_mode
             prob += s[i] <= big_n * (1 - full_mode)
     for name, counts, rule in (("full", f, limits.full_counts), ("sel", s, limits.selective_counts)):
         if rule == "all":
             # Every block or none: counts_i = n_i * used (big-M on the binary `used`).
-            used = pulp.LpVariable(f"{name}_all", cat="Binary")
+            used = prob.add_variable(f"{name}_all", cat="Binary")
             for i in range(pp):
                 prob += counts[i] <= big_n * used
                 prob += counts[i] >= n[i] - big_n * (1 - used)
@@ -210,10 +210,10 @@ def _add_target_limits(prob, limits: EngineLimits, st: Strategy, layers: int, n,
             # Megatron's --recompute-num-layers k acts on each of the v chunks of a stage, whose
             # sizes differ by at most one; the sum of min(chunk, k) is then min(v k, n_i).
             # counts_i = min(v k, n_i) via a binary per stage (big-M = v * largest chunk).
-            k = pulp.LpVariable(f"{name}_k", 0, -(-big_n // v), cat="Integer")
+            k = prob.add_variable(f"{name}_k", 0, -(-big_n // v), cat="Integer")
             big = v * -(-big_n // v) + big_n
             for i in range(pp):
-                below = pulp.LpVariable(f"{name}_below{i}", cat="Binary")  # 1: n_i <= v k
+                below = prob.add_variable(f"{name}_below{i}", cat="Binary")  # 1: n_i <= v k
                 prob += counts[i] <= v * k
                 prob += counts[i] <= n[i]
                 prob += counts[i] >= v * k - big * below
