@@ -22,6 +22,7 @@ from cost_models.profile_samples import (SECTIONS, AttentionSample, CommSample, 
                                          DeviceIdentity, GemmSample, OptimizerSample, Software,
                                          StreamSample)
 from planner.errors import FmplanWarning, InputError
+from planner.loading import read_mapping
 from planner.schema import Fields
 
 __all__ = ["SCHEMA_VERSION", "Profile", "merge", "canonical", "to_dict", "save", "load",
@@ -127,14 +128,8 @@ def save(profile: Profile, path: Path) -> None:
 def load(path: Path) -> Profile:
     """Read and validate a profile; every problem is an InputError naming the key path."""
     source = str(path)
-    if not path.is_file():
-        raise InputError("profile file not found", source=source,
-                         hint="create one with `fmplan profile --out FILE`")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid JSON: {exc}", source=source,
-                         hint="a profile is the JSON file `fmplan profile` writes") from None
+    data = read_mapping(path, what="profile file",
+                        missing_hint="create one with `fmplan profile --out FILE`")
     top = Fields(data, source=source, path="", allowed=[
         "schema_version", "device", "software", "host", "created_utc", "updated_utc",
         "kernel_overhead_time_s", "skipped", "memory_checks", "fitted", *SECTIONS])

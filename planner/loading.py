@@ -33,12 +33,13 @@ DEVICE_KEYS = ["name", "peak_tflops", "hbm_gib", "hbm_bw_GBps", "gemm_efficiency
                "sources", "links"]
 
 
-def read_mapping(path: Path) -> Any:
+def read_mapping(path: Path, *, what: str = "file",
+                 missing_hint: str = "give a path to a YAML file or a preset name (`fmplan presets`)"
+                 ) -> Any:
     """Parse a YAML or JSON file, turning I/O and syntax problems into InputError."""
     source = str(path)
     if not path.is_file():
-        raise InputError("file not found", source=source,
-                         hint="give a path to a YAML file or a preset name (`fmplan presets`)")
+        raise InputError(f"{what} not found", source=source, hint=missing_hint)
     try:
         text = path.read_text()
         return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)

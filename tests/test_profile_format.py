@@ -90,7 +90,7 @@ def test_missing_and_unparsable_files(tmp_path):
     with pytest.raises(InputError, match="not found"):
         pf.load(tmp_path / "none.json")
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(InputError, match="not valid JSON"):
+    with pytest.raises(InputError, match="cannot parse"):
         pf.load(tmp_path / "bad.json")
 
 
