@@ -71,7 +71,10 @@ def test_presets_json_lists_everything():
     assert {"dgx-a100", "dgx-h100", "dgx-h200"} <= {c["name"] for c in data["clusters"]}
 
 
-@pytest.mark.parametrize("args", [["--help"], ["estimate", "llama3-8b", "--json"]])
+@pytest.mark.parametrize("args", [
+    ["--help"], ["estimate", "llama3-8b", "--json"],
+    ["solve", "llama3-8b", "--cluster", "dgx-h100-1n", "--top", "0", "--json"],
+    ["emit", "--help"], ["validate", "--help"], ["profile", "--help"]])
 def test_cli_does_not_import_torch(args):
     code = ("import sys, runpy; sys.argv = ['fmplan', *%r]\n"
             "try:\n    runpy.run_module('cli', run_name='__main__')\n"
