@@ -60,7 +60,6 @@ def solve_split(terms: CandidateTerms, st: Strategy, layers: int, *, capacity_by
     """
     pp, v, m = st.pp, st.vpp, terms.micro_batches
     big_n = layers - v * (pp - 1)
-    a = terms.acts
     time_unit = max(layers * terms.block_none_s * m / pp, 1e-9)
     mem_unit = capacity_bytes
 
@@ -71,15 +70,14 @@ def solve_split(terms: CandidateTerms, st: Strategy, layers: int, *, capacity_by
     allow_sel = "selective" in limits.recompute_modes
     f = [prob.add_variable(f"f{i}", 0, big_n if allow_full else 0, cat="Integer") for i in range(pp)]
     s = [prob.add_variable(f"s{i}", 0, big_n if allow_sel else 0, cat="Integer") for i in range(pp)]
-    xf = [prob.add_variable(f"xf{i}", cat="Binary") for i in range(pp)]  # f_i > 0
-    xs = [prob.add_variable(f"xs{i}", cat="Binary") for i in range(pp)]  # s_i > 0
     tau = [prob.add_variable(f"tau{i}", 0) for i in range(pp)]  # transient recompute bytes / unit
     t_max = prob.add_variable("t_max", 0)  # slowest stage per micro-batch / unit
     grad = prob.add_variable("grad", 0)  # exposed gradient reduction / unit
     gather = prob.add_variable("gather", 0)  # exposed parameter gather / unit
     opt = prob.add_variable("opt", 0)  # optimizer step / unit
 
-    expr = _stage_expressions(terms, st, n, f, s)
+    mixes = _stage_mixes(prob, terms, st, n, f, s, big_n)
+    expr = _stage_expressions(terms, st, mixes)
     times = [e / time_unit for e in expr["time"]]
     if objective == "time":
         # Makespan (pipeline.makespan_s): sum_i t_i / v + (m - 1/v) max_i t_i, min-max via t_max.
@@ -93,32 +91,45 @@ def solve_split(terms: CandidateTerms, st: Strategy, layers: int, *, capacity_by
     prob += pulp.lpSum(n) == layers
     for i in range(pp):
         prob += f[i] + s[i] <= n[i]
-        prob += f[i] <= big_n * xf[i]  # big-M: xf_i = 1 when any block is fully recomputed
-        prob += s[i] <= big_n * xs[i]
         prob += t_max >= times[i]  # min-max: slowest stage
 
     # [Constraint] step-level exposed communication and optimizer: convex max of linear pieces.
     _add_step_pieces(prob, terms, st, expr, time_unit, grad, gather, opt)
 
-    # [Constraint] memory per stage (estimate.stage_memory), transient = max of two indicators.
+    # [Constraint] memory per stage (estimate.stage_memory); the transient is the max over the
+    # block kinds and modes used on the stage (binaries marking "count > 0", big-M).
     mem_scale = (1.0 + ALLOCATOR_FRACTION) / mem_unit
+    es = terms.expert_states
     for i in range(pp):
-        prob += tau[i] >= (a.none - a.full) / mem_unit * xf[i]
-        prob += tau[i] >= (a.none - a.selective) / mem_unit * xs[i]
-        stored = n[i] * a.none - f[i] * (a.none - a.full) - s[i] * (a.none - a.selective)
-        row = mem_scale * (expr["params"][i] * _state_bytes(terms) + terms.zero3_buffer_bytes
-                           + terms.in_flight[i] * stored + terms.extra_acts[i]) \
-            + (1.0 + ALLOCATOR_FRACTION) * tau[i]
+        stored = 0
+        for j, (kind, count, full, sel) in enumerate(mixes[i]):
+            a = kind.acts
+            xf = prob.add_variable(f"xf{i}_{j}", cat="Binary")  # full > 0 for this kind
+            xs = prob.add_variable(f"xs{i}_{j}", cat="Binary")  # selective > 0 for this kind
+            prob += full <= big_n * xf
+            prob += sel <= big_n * xs
+            prob += tau[i] >= (a.none - a.full) / mem_unit * xf
+            prob += tau[i] >= (a.none - a.selective) / mem_unit * xs
+            stored += count * a.none - full * (a.none - a.full) - sel * (a.none - a.selective)
+        states = (expr["params"][i] * _state_bytes(terms.states)
+                  + expr["experts"][i] * _state_bytes(es))
+        row = mem_scale * (states + terms.zero3_buffer_bytes + terms.in_flight[i] * stored
+                           + terms.extra_acts[i]) + (1.0 + ALLOCATOR_FRACTION) * tau[i]
         if objective == "time":
             prob += row <= 1.0 - _MEMORY_MARGIN
         else:
             prob += peak >= row
-        if terms.states.host > 0:
-            prob += expr["params"][i] * terms.states.host / host_capacity_bytes <= 1.0 - _MEMORY_MARGIN
+        if terms.states.host > 0 or es.host > 0:
+            host = expr["params"][i] * terms.states.host + expr["experts"][i] * es.host
+            prob += host / host_capacity_bytes <= 1.0 - _MEMORY_MARGIN
 
     _add_target_limits(prob, limits, st, layers, n, f, s, big_n)
     unit = time_unit if objective == "time" else mem_unit
     cmd = _run(prob, solver, time_limit_s, cutoff / unit)
+    if solver == "highs" and _highs_solve_error(prob):
+        # HiGHS can stop with "Solve error" on rows that are tight at the 1e-10 tolerances;
+        # the same program goes to CBC, the documented fallback.
+        cmd = _run(prob, "cbc", time_limit_s, cutoff / unit)
     result = _result(prob, cmd, n, f, s, unit)
     if cutoff < float("inf") and (result.objective >= cutoff or
                                   (result.status == "infeasible" and solver == "highs")):
@@ -126,22 +137,61 @@ def solve_split(terms: CandidateTerms, st: Strategy, layers: int, *, capacity_by
     return result
 
 
-def _stage_expressions(terms: CandidateTerms, st: Strategy, n, f, s) -> dict[str, list]:
+def _stage_mixes(prob, terms: CandidateTerms, st: Strategy, n, f, s, big_n: int) -> list[list]:
+    """Per stage, (kind, blocks, full, selective) linear expressions per block kind, matching
+    `estimate.stage_mix`: a dense model has one kind; an MoE model's d leading dense blocks sit on
+    the first stage ([Constraint] n_0 >= d) and recompute goes to blocks in order, so on stage 0
+    the dense blocks are recomputed first:
+        full_d = min(f_0, d),  sel_d = min(s_0, d - full_d)
+    linearised with two binaries (z: some MoE block is fully recomputed, so full_d = d;
+    w: some MoE block is selectively recomputed, so full_d + sel_d = d)."""
+    if terms.moe is None:
+        return [[(terms.dense, n[i], f[i], s[i])] for i in range(st.pp)]
+    d = terms.first_dense_layers
+    mixes = [[(terms.moe, n[i], f[i], s[i])] for i in range(st.pp)]
+    if d == 0:
+        return mixes
+    prob += n[0] >= d
+    fd = prob.add_variable("full_dense", 0, d, cat="Integer")  # dense blocks fully recomputed
+    sd = prob.add_variable("sel_dense", 0, d, cat="Integer")  # dense blocks selectively recomputed
+    z = prob.add_variable("moe_full_used", cat="Binary")
+    w = prob.add_variable("moe_sel_used", cat="Binary")
+    prob += fd <= f[0]
+    prob += sd <= s[0]
+    prob += fd + sd <= d
+    prob += f[0] - fd <= big_n * z  # big-M: MoE blocks fully recomputed only when z = 1 ...
+    prob += fd >= d * z  # ... and then every dense block is fully recomputed
+    prob += s[0] - sd <= big_n * w  # MoE blocks selectively recomputed only when w = 1 ...
+    prob += fd + sd >= d * w  # ... and then every dense block is recomputed one way or the other
+    mixes[0] = [(terms.dense, d, fd, sd), (terms.moe, n[0] - d, f[0] - fd, s[0] - sd)]
+    return mixes
+
+
+def _stage_expressions(terms: CandidateTerms, st: Strategy, mixes) -> dict[str, list]:
     """Per-stage linear expressions in seconds/parameters (estimate.stage_time_parts)."""
-    pp, b = st.pp, terms.block
-    out: dict[str, list] = {"time": [], "fwd": [], "bwd": [], "params": []}
+    pp = st.pp
+    out: dict[str, list] = {"time": [], "fwd": [], "bwd": [], "params": [], "experts": []}
     for i in range(pp):
         edge_fwd, edge_bwd = terms.edge_s(i, pp)
-        recompute = b.recompute_full * f[i] + b.recompute_selective * s[i]
-        out["time"].append(terms.block_none_s * n[i] + recompute + (edge_fwd + edge_bwd))
-        out["fwd"].append(b.fwd * n[i] + edge_fwd)
-        out["bwd"].append(b.bwd * n[i] + edge_bwd + recompute)
-        out["params"].append(terms.block_params * n[i] + terms.stage_params(i, pp, 0))
+        time, fwd, bwd, params, experts = edge_fwd + edge_bwd, edge_fwd, edge_bwd, 0, 0
+        for kind, count, full, sel in mixes[i]:
+            b = kind.times
+            recompute = b.recompute_full * full + b.recompute_selective * sel
+            time += kind.none_s * count + recompute
+            fwd += b.fwd * count
+            bwd += b.bwd * count + recompute
+            params += kind.params * count
+            experts += kind.expert_params * count
+        out["time"].append(time)
+        out["fwd"].append(fwd)
+        out["bwd"].append(bwd)
+        out["params"].append(params + terms.stage_params(i, pp, 0))
+        out["experts"].append(experts)
     return out
 
 
-def _state_bytes(terms: CandidateTerms) -> float:
-    return terms.states.weights + terms.states.grads + terms.states.optimizer
+def _state_bytes(states) -> float:
+    return states.weights + states.grads + states.optimizer
 
 
 def _add_step_pieces(prob, terms: CandidateTerms, st: Strategy, expr, unit: float,
@@ -154,16 +204,18 @@ def _add_step_pieces(prob, terms: CandidateTerms, st: Strategy, expr, unit: floa
     prefix-sum variables so the rows stay O(pp) in size.
     """
     overlap, pp, k = st.overlap_grad_reduce, st.pp, OVERLAP_CONTENTION
-    has_grad = terms.grad_comm_s_per_param > 0 or terms.grad_tail_s > 0
-    has_gather = terms.param_gather_s_per_param > 0
+    has_grad = (terms.grad_comm_s_per_param > 0 or terms.expert_grad_comm_s_per_param > 0
+                or terms.grad_tail_s > 0)
+    has_gather = terms.param_gather_s_per_param > 0 or terms.expert_param_gather_s_per_param > 0
     # prefix sums / unit: bwd_before[i] = sum_{j<i} bwd_j, fwd_before[i] = sum_{j<i} fwd_j
     bwd_before = [prob.add_variable(f"bwd_before{i}") for i in range(pp)] if has_grad else []
     fwd_before = [prob.add_variable(f"fwd_before{i}") for i in range(pp)] if has_gather else []
     for i in range(pp):
-        params = expr["params"][i]
+        params, experts = expr["params"][i], expr["experts"][i]
         if has_grad:
             prob += bwd_before[i] == (0 if i == 0 else bwd_before[i - 1] + expr["bwd"][i - 1] / unit)
-            comm = terms.grad_comm_s_per_param * params / unit
+            comm = (terms.grad_comm_s_per_param * params
+                    + terms.expert_grad_comm_s_per_param * experts) / unit
             if overlap:
                 prob += grad >= k * comm
                 prob += grad >= k * comm + comm - expr["bwd"][i] / unit - bwd_before[i]
@@ -172,11 +224,13 @@ def _add_step_pieces(prob, terms: CandidateTerms, st: Strategy, expr, unit: floa
                 prob += grad >= comm
         if has_gather:
             prob += fwd_before[i] == (0 if i == 0 else fwd_before[i - 1] + expr["fwd"][i - 1] / unit)
-            comm = terms.param_gather_s_per_param * params / unit
+            comm = (terms.param_gather_s_per_param * params
+                    + terms.expert_param_gather_s_per_param * experts) / unit
             prob += gather >= (k * comm if overlap else comm)
             if overlap:
                 prob += gather >= k * comm + comm - expr["fwd"][i] / unit - fwd_before[i]
-        prob += opt >= terms.optimizer_s_per_param * params / unit
+        prob += opt >= (terms.optimizer_s_per_param * params
+                        + terms.expert_optimizer_s_per_param * experts) / unit
 
 
 def _add_target_limits(prob, limits: EngineLimits, st: Strategy, layers: int, n, f, s,
@@ -261,6 +315,14 @@ def _result(prob: pulp.LpProblem, cmd, n, f, s, unit: float) -> IlpResult:
                          bound=value * (1 - MIP_REL_GAP))
     return IlpResult(status="feasible", stages=stages, objective=value,
                      bound=_dual_bound(prob, cmd, unit, 0.0))
+
+
+def _highs_solve_error(prob: pulp.LpProblem) -> bool:
+    """Whether HiGHS gave up with a solve error (not infeasible, not a time limit)."""
+    import highspy
+
+    model = getattr(prob, "solverModel", None)
+    return model is not None and model.getModelStatus() == highspy.HighsModelStatus.kSolveError
 
 
 def _dual_bound(prob: pulp.LpProblem, cmd, unit: float, default: float) -> float:
