@@ -135,7 +135,7 @@ class EngineLimits:
         if self.known_models is not None and self.known_model(model.arch) is None:
             names = ", ".join(k.name for k in self.known_models)
             out.append(f"{self.name} has no model configuration with this shape "
-                       f"(layers/hidden/heads/kv_heads/ffn/vocab/mlp); it ships: {names}")
+                       f"(layers/hidden/heads/kv_heads/ffn/vocab/mlp/moe/mla); it ships: {names}")
         stages = st.stages(model)
         out += self._recompute_violations(stages, st.vpp)
         out += self._split_violations([s.layers for s in stages], model.arch.layers, st.pp)
