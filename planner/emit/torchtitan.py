@@ -6,20 +6,23 @@ torchtitan 0.3.0 (validated in tests/test_emit_torchtitan.py with `ConfigManager
 The recipe, top to bottom: model (by registry name), batch, parallel degrees, the layer->stage
 split (explicit module names per model chunk), FSDP resharding and offload, activation checkpointing.
 Mapping: ZeRO 0 = replicate (dp_replicate), ZeRO 2 = FSDP without resharding after forward,
-ZeRO 3 = FSDP resharding after forward; ep = `parallelism.expert_parallel_degree`; `training.enable_cpu_offload` offloads parameters,
-gradients and optimizer states together (FSDP2 CPUOffloadPolicy).
+ZeRO 3 = FSDP resharding after forward; `training.enable_cpu_offload` offloads parameters,
+gradients and optimizer states together (FSDP2 CPUOffloadPolicy); ep is
+`parallelism.expert_parallel_degree`, always set for MoE models (config functions set their own).
 
 What torchtitan cannot express (LIMITS):
 - a model shape its registry does not ship (KNOWN_MODELS; the model is chosen by name);
 - TP communication overlap (async TP needs torch.compile; not emitted);
 - ZeRO 1; offloading only the optimizer or only the parameters; offload without ZeRO 3;
 - fp16 and fp8 through flags (fp8 needs a float8 config function);
-- recompute of only some blocks: selective (per-op SAC) and full AC cover every block; one mode.
+- recompute of only some blocks: selective (per-op SAC) and full AC cover every block; one mode;
+- MoE models other than its DeepSeek-V3 configs; capacity-factor (token-dropping) routing (its
+  MoE is dropless, so such a model matches no shipped shape);
 - a separate expert tensor-parallel degree: with ep = 1 experts are tensor-parallel over tp, with
-  ep > 1 whole (etp = 1); the ep group is carved from the FSDP-sharded, cp and tp ranks
+  ep > 1 whole (etp = 1);
+- an ep group across data-parallel replicas: it is carved from the FSDP-sharded, cp and tp ranks
   (`ParallelismConfig.expert_parallel_degree`: dp_shard * cp * tp = efsdp * ep), so with ZeRO 0
-  (pure replication) ep divides cp * tp. MoE models other than its DeepSeek-V3 configs, capacity-
-  factor (token-dropping) routing: its MoE is dropless.
+  (pure replication) ep divides cp * tp.
 """
 from __future__ import annotations
 
