@@ -8,7 +8,7 @@ import pytest
 
 from emit_cases import check_golden, dry_run, plan
 from engine_parsers import megatron_arguments, megatron_transformer_config, megatron_validate
-from planner.emit import check, emit
+from planner.emit import emit
 from planner.errors import InputError
 from planner.loading import load_cluster, load_model
 from planner.plan import Plan
@@ -147,9 +147,15 @@ def test_megatron_rejects_tensor_parallel_experts_with_biases(tmp_path):
     strategy.validate(model, cluster)
     with pytest.raises(InputError, match=r"etp=2\) of experts with linear biases"):
         emit(Plan(model=model, cluster=cluster, strategy=strategy), "megatron", tmp_path)
-    whole = strategy.with_(ep=8, etp=1)
-    whole.validate(model, cluster)
-    check(Plan(model=model, cluster=cluster, strategy=whole), "megatron")
+    whole = Plan(model=model, cluster=cluster, strategy=strategy.with_(ep=8, etp=1))
+    whole.strategy.validate(model, cluster)
+    emit(whole, "megatron", tmp_path)
+    argv = dry_run(tmp_path / "megatron.sh", ENV)
+    args = megatron_validate(argv[argv.index("/opt/Megatron-LM/pretrain_gpt.py") + 1:],
+                             {"CUDA_DEVICE_MAX_CONNECTIONS": "1"}, whole.strategy.world)
+    config = megatron_transformer_config(args)
+    assert config.add_bias_linear
+    _check_experts(whole, args, config)
 
 
 def test_transformer_config_catches_a_wrong_layout():
