@@ -16,7 +16,7 @@ from planner.strategy import Strategy
 
 CASES = ["gpt-dense", "gpt-dense-fp8", "gpt-pp-fp16", "gpt-pp", "llama-gqa-selective", "pp-first-last", "pp-any-split-zero1",
          "vpp-even", "vpp-uneven-block", "cp", "zero1-offload", "moe-mixtral-ep",
-         "moe-mixtral-capacity", "moe-deepseek-ep-etp"]
+         "moe-mixtral-capacity", "moe-top1", "moe-deepseek-ep-etp"]
 ENV = {"MEGATRON_LM_DIR": "/opt/Megatron-LM", "DATA_PATH": "/data/corpus_text_document",
        "TOKENIZER_MODEL": "meta-llama/Llama-3.1-8B"}
 
@@ -26,9 +26,10 @@ def _plan(case):
         base = plan("pp-any-split")
         return base.__class__(model=base.model, cluster=base.cluster,
                               strategy=base.strategy.with_(zero=1))
-    if case == "moe-mixtral-capacity":  # token dropping at capacity factor 1.25, padded
+    if case in ("moe-mixtral-capacity", "moe-top1"):  # dropping at capacity 1.25, padded; top-1
         base = plan("moe-mixtral-ep")
-        arch = replace(base.model.arch, moe=replace(base.model.arch.moe, capacity_factor=1.25))
+        change = dict(capacity_factor=1.25) if case == "moe-mixtral-capacity" else dict(top_k=1)
+        arch = replace(base.model.arch, moe=replace(base.model.arch.moe, **change))
         return base.__class__(model=replace(base.model, arch=arch), cluster=base.cluster,
                               strategy=base.strategy)
     return plan(case)
@@ -124,6 +125,7 @@ def _check_experts(p, args, config):
     assert config.moe_expert_capacity_factor == moe.capacity_factor
     assert config.moe_pad_expert_input_to_capacity == (moe.capacity_factor is not None)
     assert config.moe_router_load_balancing_type == "aux_loss" and config.moe_aux_loss_coeff > 0
+    assert config.moe_router_pre_softmax == (moe.top_k == 1)
 
 
 def test_block_recompute_counts_per_chunk(tmp_path):

@@ -128,6 +128,8 @@ def _experts(plan: Plan) -> list[tuple[str, ...]]:
     flags += [("--moe-grouped-gemm",), ("--moe-token-dispatcher-type", "alltoall"),
               ("--moe-router-dtype", "fp32"), ("--moe-router-load-balancing-type", "aux_loss"),
               ("--moe-aux-loss-coeff", "1e-2")]
+    if moe.top_k == 1:  # a softmax over one chosen expert is 1: take it before the top-k
+        flags.append(("--moe-router-pre-softmax",))
     if moe.capacity_factor is not None:
         flags += [("--moe-expert-capacity-factor", _q(moe.capacity_factor)),
                   ("--moe-pad-expert-input-to-capacity",)]
