@@ -7,11 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from planner.specs import Architecture, ModelSpec
+from planner.specs import Architecture, MLASpec, ModelSpec, MoESpec
 from planner.strategy import StageLayers, Strategy, balanced_split
 
 Counts = Literal["any", "uniform", "all"]
 StageSplit = Literal["any", "first_last", "balanced", "even"]
+ExpertTensorParallel = Literal["any", "tp_without_ep"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,12 +28,17 @@ class KnownModel:
     ffn_hidden: int
     vocab: int
     mlp: str
+    moe: MoESpec | None = None
+    """The mixture-of-experts block (None: dense); routing, widths and dense layers must match."""
+    mla: MLASpec | None = None
+    """Multi-head latent attention dimensions (None: multi-head attention)."""
 
     def matches(self, arch: Architecture) -> bool:
         """Whether `arch` has exactly this shape."""
         return (arch.layers, arch.hidden, arch.heads, arch.kv_heads, arch.ffn_hidden, arch.vocab,
-                arch.mlp) == (self.layers, self.hidden, self.heads, self.kv_heads,
-                              self.ffn_hidden, self.vocab, self.mlp)
+                arch.mlp, arch.moe, arch.mla) == (
+                    self.layers, self.hidden, self.heads, self.kv_heads, self.ffn_hidden,
+                    self.vocab, self.mlp, self.moe, self.mla)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +80,18 @@ class EngineLimits:
     `balanced` only `strategy.balanced_split`; `even` all stages equal."""
     known_models: tuple[KnownModel, ...] | None = None
     """When set, the engine picks its model by name: only these shapes can be launched."""
+    moe: bool = True
+    """Mixture-of-experts models can be launched (the engine builds the routed MLP itself)."""
+    expert_parallel: bool = True
+    """Experts can be split over ranks (ep > 1) or tensor-parallel on their own (etp > 1)."""
+    expert_tensor_parallel: ExpertTensorParallel = "any"
+    """`any` any etp; `tp_without_ep` no separate degree: experts are tensor-parallel over the
+    tp group when ep = 1 and whole when ep > 1 (etp = tp if ep == 1 else 1)."""
+    expert_tensor_parallel_bias: bool = True
+    """Experts with linear biases can be tensor-parallel (etp > 1)."""
+    expert_parallel_from_shards: bool = False
+    """The ep group is carved from the FSDP-sharded, context- and tensor-parallel ranks only, not
+    from data-parallel replicas: ep divides cp*tp*(dp with ZeRO > 0, else 1)."""
 
     @property
     def uniform_recompute_count(self) -> bool:
@@ -112,15 +130,36 @@ class EngineLimits:
             (self.offload_all_or_none and st.offload_optimizer != st.offload_params,
              "offloading only one of optimizer states and parameters (one switch for both)"),
         ]
-        out = [f"{self.name} cannot express {what}" for bad, what in checks if bad]
+        out = [f"{self.name} cannot express {what}" for bad, what in checks + self._expert_checks(
+            st, model.arch) if bad]
         if self.known_models is not None and self.known_model(model.arch) is None:
             names = ", ".join(k.name for k in self.known_models)
             out.append(f"{self.name} has no model configuration with this shape "
-                       f"(layers/hidden/heads/kv_heads/ffn/vocab/mlp); it ships: {names}")
+                       f"(layers/hidden/heads/kv_heads/ffn/vocab/mlp/moe/mla); it ships: {names}")
         stages = st.stages(model)
         out += self._recompute_violations(stages, st.vpp)
         out += self._split_violations([s.layers for s in stages], model.arch.layers, st.pp)
         return out
+
+    def _expert_checks(self, st: Strategy, arch: Architecture) -> list[tuple[bool, str]]:
+        moe = arch.moe is not None
+        shards = st.cp * st.tp * (st.dp if st.zero > 0 else 1)
+        whole_etp = st.tp if st.ep == 1 else 1
+        return [
+            (moe and not self.moe, "mixture-of-experts models"),
+            (st.ep > 1 and not self.expert_parallel, f"expert parallelism (ep={st.ep})"),
+            (st.etp > 1 and not self.expert_parallel,
+             f"expert tensor parallelism (etp={st.etp})"),
+            (moe and self.moe and self.expert_tensor_parallel == "tp_without_ep"
+             and st.etp != whole_etp,
+             f"etp={st.etp} with tp={st.tp}, ep={st.ep} (experts are tensor-parallel over tp "
+             f"when ep = 1 and whole when ep > 1: etp must be {whole_etp})"),
+            (moe and st.etp > 1 and arch.linear_bias and not self.expert_tensor_parallel_bias,
+             f"expert tensor parallelism (etp={st.etp}) of experts with linear biases"),
+            (moe and self.expert_parallel_from_shards and shards % st.ep,
+             f"ep={st.ep} outside the sharded ranks cp*tp*(dp if ZeRO > 0 else 1) = {shards} "
+             f"(expert ranks are never data-parallel replicas)"),
+        ]
 
     def _recompute_violations(self, stages: list[StageLayers], vpp: int) -> list[str]:
         out = []

@@ -46,11 +46,24 @@ CASES: dict[str, tuple[str, str, dict]] = {
     "zero1-offload": ("llama3-8b", "dgx-h100-2n",
                       dict(dp=8, tp=2, sp=True, zero=1, offload_optimizer=True,
                            recompute="full", recompute_layers=8)),
+    # Mixture of experts: 8 experts over ep=8 (expert data parallel 2*8/8 = 2), whole experts.
+    "moe-mixtral-ep": ("mixtral-8x7b", "dgx-h100-8n",
+                       dict(dp=8, tp=2, pp=4, ep=8, etp=1, sp=True, zero=1, recompute="selective")),
+    # DeepSeek-V3: 3 dense layers, a shared expert, MLA; 256 experts over ep=16, etp=2 (tp*dp =
+    # ep*etp = 32, expert data parallel 1); 61 layers over 8 stages (first and last lighter).
+    "moe-deepseek-ep-etp": ("deepseek-v3", "dgx-h100-32n",
+                            dict(dp=16, tp=2, pp=8, ep=16, etp=2, sp=True, zero=1,
+                                 recompute="full", stage_layers=(7, 8, 8, 8, 8, 8, 8, 6))),
+    # DeepSeek-V3 under FSDP: ep=32 carved from the 32 sharded data-parallel ranks.
+    "moe-deepseek-fsdp-ep": ("deepseek-v3", "dgx-h100-32n",
+                             dict(dp=32, pp=8, ep=32, zero=3, recompute="full",
+                                  stage_layers=(7, 8, 8, 8, 8, 8, 8, 6))),
 }
 
 
-PRECISION = {"gpt-dense-fp8": "fp8", "gpt-pp-fp16": "fp16"}
-"""Cases that are another case with a different training precision."""
+PRECISION = {"gpt-dense-fp8": "fp8", "gpt-pp-fp16": "fp16", "moe-deepseek-fsdp-ep-bf16": "bf16"}
+"""Cases that are another case with a different training precision (torchtitan trains bf16 only;
+DeepSeek-V3's preset is fp8, as published)."""
 
 
 def plan(case: str) -> Plan:

@@ -9,9 +9,9 @@ pyproject.toml's `engines` extra and installed by .ci/run).
   `ParallelDims.from_config` with the plan's world size.
 - Megatron-LM: `megatron/training/arguments.py` ships only in megatron-core >= 0.17 wheels, which
   require Python >= 3.12; the code itself runs on 3.11. .ci/run downloads the 0.19.2 wheel and
-  unpacks it under .cache/engines (see MEGATRON_DIR); two shims: `typing.override` (3.12) from
-  typing_extensions, and `get_device_arch_version` (asks CUDA) returns the plan GPU's compute
-  capability; TransformerConfig (megatron_transformer_config) gets apply_rope_fusion off (a
+  unpacks it under .cache/engines (see MEGATRON_DIR); shims: `typing.override` (3.12) from
+  typing_extensions, and `get_device_arch_version` and `torch.cuda.get_device_capability` (ask
+  CUDA) return the plan GPU's compute capability; TransformerConfig (megatron_transformer_config) gets apply_rope_fusion off (a
   Transformer Engine kernel). triton, which torchtitan and megatron import at module level, is a real install.
 """
 from __future__ import annotations
@@ -52,12 +52,15 @@ def megatron_arguments():
 def megatron_validate(argv: list[str], env: dict[str, str], world_size: int, gpu_arch: int = 9):
     """Run Megatron's parse_args + validate_args on `argv` with the launch environment `env`.
 
-    validate_args asks CUDA for the GPU's compute-capability major (`get_device_arch_version`);
-    without a GPU the test supplies the plan's (9 = Hopper).
+    validate_args asks CUDA for the GPU's compute capability (`get_device_arch_version`, and
+    `torch.cuda.get_device_capability` for `--moe-grouped-gemm`); without a GPU the test supplies
+    the plan's (9 = Hopper) for the duration of the call.
     """
     arguments = megatron_arguments()
     arguments.get_device_arch_version = lambda: gpu_arch
     saved_argv, saved_env = sys.argv, dict(os.environ)
+    saved_capability = arguments.torch.cuda.get_device_capability
+    arguments.torch.cuda.get_device_capability = lambda device=None: (gpu_arch, 0)
     try:
         sys.argv = ["pretrain_gpt.py", *argv]
         os.environ.pop("CUDA_DEVICE_MAX_CONNECTIONS", None)
@@ -66,6 +69,7 @@ def megatron_validate(argv: list[str], env: dict[str, str], world_size: int, gpu
         arguments.validate_args(args)
         return args
     finally:
+        arguments.torch.cuda.get_device_capability = saved_capability
         sys.argv = saved_argv
         os.environ.clear()
         os.environ.update(saved_env)
@@ -73,11 +77,20 @@ def megatron_validate(argv: list[str], env: dict[str, str], world_size: int, gpu
 
 def megatron_transformer_config(args):
     """Megatron's TransformerConfig built from validated args: it checks the pipeline layout, the
-    first/last stage sizes and the recompute settings against the model. Shim: the fused RoPE
-    kernel is a Transformer Engine (GPU) feature, so apply_rope_fusion is switched off first."""
+    first/last stage sizes, the recompute settings and the MoE/MLA settings against the model.
+    Shims for Transformer Engine, a GPU install absent here: the fused RoPE kernel is switched off
+    (apply_rope_fusion), and for fp8 MoE plans, whose config asks for TE >= 1.11 (FP8 grouped
+    GEMM), `is_te_min_version` answers yes for the duration of the call."""
     arguments = megatron_arguments()
+    from megatron.core.transformer import transformer_config
     args.apply_rope_fusion = False
-    return arguments.core_transformer_config_from_args(args)
+    saved = transformer_config.is_te_min_version
+    if args.fp8 and args.num_experts:
+        transformer_config.is_te_min_version = lambda version, check_equality=True: True
+    try:
+        return arguments.core_transformer_config_from_args(args)
+    finally:
+        transformer_config.is_te_min_version = saved
 
 
 _DS_STARTED = False

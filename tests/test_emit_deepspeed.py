@@ -9,8 +9,9 @@ import pytest
 
 from emit_cases import check_golden, dry_run, plan
 from engine_parsers import deepspeed_config
-from planner.emit import emit
+from planner.emit import check, emit
 from planner.errors import InputError
+from planner.plan import Plan
 
 CASES = ["gpt-dense", "gpt-pp", "gpt-pp-fp16", "zero3-offload", "llama-zero2"]
 
@@ -62,3 +63,22 @@ def test_deepspeed_rejects_what_it_cannot_express(tmp_path):
     for what in ("tensor parallelism", "sequence parallelism", "evenly",
                  "ZeRO stage 3 with pipeline parallelism"):
         assert what in message, message
+
+
+def test_deepspeed_rejects_moe_models_and_expert_parallelism(tmp_path):
+    """DeepSpeed-MoE lives in the model code (deepspeed.moe.layer.MoE), not in ds_config: MoE
+    plans are refused, naming the model kind and each expert degree."""
+    with pytest.raises(InputError) as err:
+        emit(plan("moe-deepseek-ep-etp"), "deepspeed", tmp_path)
+    message = str(err.value)
+    for what in ("mixture-of-experts models", "expert parallelism (ep=16)",
+                 "expert tensor parallelism (etp=2)"):
+        assert what in message, message
+    mixtral = plan("moe-mixtral-ep")
+    data_parallel = mixtral.strategy.with_(dp=64, tp=1, pp=1, sp=False, ep=1, etp=1,
+                                           stage_layers=None)
+    data_parallel.validate(mixtral.model, mixtral.cluster)
+    with pytest.raises(InputError, match="deepspeed cannot express mixture-of-experts models"):
+        check(Plan(model=mixtral.model, cluster=mixtral.cluster, strategy=data_parallel),
+              "deepspeed")
+    assert not list(tmp_path.iterdir())

@@ -2,15 +2,21 @@
 that Megatron's own parse_args + validate_args (megatron-core 0.19.2) accept, with the plan's values."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from emit_cases import check_golden, dry_run, plan
 from engine_parsers import megatron_arguments, megatron_transformer_config, megatron_validate
 from planner.emit import emit
 from planner.errors import InputError
+from planner.loading import load_cluster, load_model
+from planner.plan import Plan
+from planner.strategy import Strategy
 
 CASES = ["gpt-dense", "gpt-dense-fp8", "gpt-pp-fp16", "gpt-pp", "llama-gqa-selective", "pp-first-last", "pp-any-split-zero1",
-         "vpp-even", "vpp-uneven-block", "cp", "zero1-offload"]
+         "vpp-even", "vpp-uneven-block", "cp", "zero1-offload", "moe-mixtral-ep",
+         "moe-mixtral-capacity", "moe-top1", "moe-deepseek-ep-etp"]
 ENV = {"MEGATRON_LM_DIR": "/opt/Megatron-LM", "DATA_PATH": "/data/corpus_text_document",
        "TOKENIZER_MODEL": "meta-llama/Llama-3.1-8B"}
 
@@ -20,6 +26,12 @@ def _plan(case):
         base = plan("pp-any-split")
         return base.__class__(model=base.model, cluster=base.cluster,
                               strategy=base.strategy.with_(zero=1))
+    if case in ("moe-mixtral-capacity", "moe-top1"):  # dropping at capacity 1.25, padded; top-1
+        base = plan("moe-mixtral-ep")
+        change = dict(capacity_factor=1.25) if case == "moe-mixtral-capacity" else dict(top_k=1)
+        arch = replace(base.model.arch, moe=replace(base.model.arch.moe, **change))
+        return base.__class__(model=replace(base.model, arch=arch), cluster=base.cluster,
+                              strategy=base.strategy)
     return plan(case)
 
 
@@ -81,7 +93,39 @@ def test_megatron_accepts_emitted_arguments(tmp_path, case):
     config = megatron_transformer_config(args)  # checks the split and recompute against the model
     assert (config.num_layers, config.recompute_granularity) == (arch.layers,
                                                                  args.recompute_granularity)
+    _check_experts(p, args, config)
     check_golden(files, "megatron", case)
+
+
+def _check_experts(p, args, config):
+    """The MoE and MLA settings Megatron built (TransformerConfig) are the plan's."""
+    st, arch = p.strategy, p.model.arch
+    moe, mla = arch.moe, arch.mla
+    assert config.multi_latent_attention == (mla is not None)
+    if mla is not None:
+        assert type(config).__name__ == "MLATransformerConfig"
+        assert (config.q_lora_rank or 0, config.kv_lora_rank, config.qk_head_dim,
+                config.qk_pos_emb_head_dim, config.v_head_dim) == (
+            mla.q_lora_rank, mla.kv_lora_rank, mla.qk_nope_head_dim, mla.qk_rope_head_dim,
+            mla.v_head_dim)
+    if moe is None:
+        assert config.num_moe_experts is None and args.expert_model_parallel_size == 1
+        return
+    assert (config.num_moe_experts, config.moe_router_topk, config.moe_ffn_hidden_size) == (
+        moe.routed_experts, moe.top_k, moe.expert_ffn_hidden)
+    assert config.moe_shared_expert_intermediate_size == (moe.shared_ffn_hidden or None)
+    freq = config.moe_layer_freq
+    pattern = freq if isinstance(freq, list) else [int(i % freq == 0) for i in range(arch.layers)]
+    assert pattern == [int(moe.is_moe_layer(i)) for i in range(arch.layers)]
+    assert (config.expert_model_parallel_size, config.expert_tensor_parallel_size) == (st.ep,
+                                                                                       st.etp)
+    # Megatron's expert data-parallel group: the ranks of one pipeline stage over ep * etp.
+    assert st.world // (st.pp * st.ep * st.etp) == st.expert_dp()
+    assert config.moe_grouped_gemm and config.moe_token_dispatcher_type == "alltoall"
+    assert config.moe_expert_capacity_factor == moe.capacity_factor
+    assert config.moe_pad_expert_input_to_capacity == (moe.capacity_factor is not None)
+    assert config.moe_router_load_balancing_type == "aux_loss" and config.moe_aux_loss_coeff > 0
+    assert config.moe_router_pre_softmax == (moe.top_k == 1)
 
 
 def test_block_recompute_counts_per_chunk(tmp_path):
@@ -96,6 +140,24 @@ def test_megatron_rejects_what_it_cannot_express(tmp_path):
     message = str(err.value)
     assert "ZeRO stage 3" in message and "parameter offload" in message
     assert not list(tmp_path.iterdir())
+
+
+def test_megatron_rejects_tensor_parallel_experts_with_biases(tmp_path):
+    """Qwen2-57B-A14B has linear biases: Megatron builds biased experts only with etp = 1."""
+    model, cluster = load_model("qwen2-57b-a14b"), load_cluster("dgx-h100-2n")
+    strategy = Strategy(dp=8, tp=2, sp=True, ep=4, etp=2, zero=1)
+    strategy.validate(model, cluster)
+    with pytest.raises(InputError, match=r"etp=2\) of experts with linear biases"):
+        emit(Plan(model=model, cluster=cluster, strategy=strategy), "megatron", tmp_path)
+    whole = Plan(model=model, cluster=cluster, strategy=strategy.with_(ep=8, etp=1))
+    whole.strategy.validate(model, cluster)
+    emit(whole, "megatron", tmp_path)
+    argv = dry_run(tmp_path / "megatron.sh", ENV)
+    args = megatron_validate(argv[argv.index("/opt/Megatron-LM/pretrain_gpt.py") + 1:],
+                             {"CUDA_DEVICE_MAX_CONNECTIONS": "1"}, whole.strategy.world)
+    config = megatron_transformer_config(args)
+    assert config.add_bias_linear
+    _check_experts(whole, args, config)
 
 
 def test_transformer_config_catches_a_wrong_layout():
@@ -116,3 +178,4 @@ def test_validate_args_catches_a_broken_argv():
     megatron_arguments()
     with pytest.raises(AssertionError, match="not divisible"):
         megatron_validate([*_SMALL, "--num-layers", "4", "--tensor-model-parallel-size", "3"], {}, 8)
+

@@ -2,15 +2,20 @@
 torchtitan 0.3.0's own ConfigManager, and ParallelDims accepts its degrees for the plan's world."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from emit_cases import check_golden, dry_run, plan
 from engine_parsers import torchtitan_config
-from planner.emit import emit
+from planner.emit import check, emit
 from planner.emit.torchtitan import KNOWN_MODELS, model_parts
 from planner.errors import InputError
+from planner.plan import Plan
+from planner.specs import MLASpec, MoESpec
 
-CASES = ["llama-gqa-fsdp", "pp-any-split", "vpp-even-fsdp", "cp-fsdp", "zero3-offload"]
+CASES = ["llama-gqa-fsdp", "pp-any-split", "vpp-even-fsdp", "cp-fsdp", "zero3-offload",
+         "moe-deepseek-fsdp-ep-bf16"]
 
 
 def _plan(case):
@@ -38,6 +43,9 @@ def test_torchtitan_accepts_emitted_command_line(tmp_path, case):
     assert (dims.dp_replicate * dims.dp_shard, dims.tp, dims.pp, dims.cp) == (st.dp, st.tp, st.pp,
                                                                              st.cp)
     assert dims.dp_shard == (st.dp if st.zero else 1)
+    assert dims.ep == st.ep and (dims.dp_shard * dims.cp * dims.tp) % dims.ep == 0  # efsdp whole
+    if p.model.arch.moe is not None:
+        assert config.parallelism.expert_parallel_degree == st.ep
     par = config.parallelism
     assert par.enable_sequence_parallel == (st.sp or st.tp == 1)
     assert par.fsdp_reshard_after_forward == {0: "default", 2: "never", 3: "always"}[st.zero]
@@ -68,17 +76,40 @@ def test_model_parts_cover_every_module_once():
 
 
 def test_known_models_match_torchtitan_registry():
-    """KNOWN_MODELS states the shapes torchtitan 0.3.0's config functions really build."""
+    """KNOWN_MODELS states the shapes torchtitan 0.3.0's config functions really build: dense
+    width from the first block, experts from the MoE blocks, MLA dimensions from the attention."""
     import importlib
     for known in KNOWN_MODELS:
         module, config_fn = known.name.split(":")
         registry = importlib.import_module(f"torchtitan.models.{module}.config_registry")
         model = getattr(registry, config_fn)().model_spec.model
-        layer = model.layers[0]
-        shape = (len(model.layers), model.dim, layer.attention.n_heads,
-                 layer.attention.n_kv_heads, layer.feed_forward.w1.out_features, model.vocab_size)
+        layer, attention = model.layers[0], model.layers[0].attention
+        kv_heads = getattr(attention, "n_kv_heads", None) or attention.n_heads
+        shape = (len(model.layers), model.dim, attention.n_heads, kv_heads,
+                 layer.feed_forward.w1.out_features, model.vocab_size)
         assert shape == (known.layers, known.hidden, known.heads, known.kv_heads,
                          known.ffn_hidden, known.vocab), known.name
+        assert _moe(model) == known.moe and _mla(attention) == known.mla, known.name
+
+
+def _moe(model) -> MoESpec | None:
+    moe_layers = [i for i, layer in enumerate(model.layers) if getattr(layer, "moe", None)]
+    if not moe_layers:
+        return None
+    assert moe_layers == list(range(moe_layers[0], len(model.layers)))  # dense first, then MoE
+    moe = model.layers[moe_layers[0]].moe
+    shared = moe.shared_experts.w1.out_features if moe.shared_experts else 0
+    return MoESpec(routed_experts=moe.num_experts, top_k=moe.router.top_k,
+                   expert_ffn_hidden=moe.routed_experts.inner_experts.hidden_dim,
+                   shared_ffn_hidden=shared, first_dense_layers=moe_layers[0])
+
+
+def _mla(attention) -> MLASpec | None:
+    if not hasattr(attention, "kv_lora_rank"):
+        return None
+    return MLASpec(q_lora_rank=attention.q_lora_rank, kv_lora_rank=attention.kv_lora_rank,
+                   qk_nope_head_dim=attention.qk_nope_head_dim,
+                   qk_rope_head_dim=attention.qk_rope_head_dim, v_head_dim=attention.v_head_dim)
 
 
 def test_parallel_dims_catch_a_wrong_world_size():
@@ -104,3 +135,33 @@ def test_tensor_parallel_without_sequence_parallel(tmp_path):
     p = base.__class__(model=base.model, cluster=base.cluster, strategy=base.strategy.with_(sp=False))
     _, config, dims = _run(tmp_path, p)
     assert dims.tp == 2 and config.parallelism.enable_sequence_parallel is False
+
+
+def _deepseek(**strategy) -> Plan:
+    base = plan("moe-deepseek-fsdp-ep-bf16")
+    st = base.strategy.with_(**strategy)
+    st.validate(base.model, base.cluster)
+    return Plan(model=base.model, cluster=base.cluster, strategy=st)
+
+
+def test_torchtitan_rejects_what_it_cannot_express_for_moe(tmp_path):
+    """No separate expert tensor-parallel degree; ep never spans data-parallel replicas; only
+    the MoE shapes its registry ships (Mixtral is not one); dropless routing only."""
+    cases = {
+        "etp must be 1": dict(dp=16, tp=2, sp=True, ep=16, etp=2),
+        "etp must be 2": dict(dp=16, tp=2, sp=True, ep=1, etp=1),
+        "outside the sharded ranks": dict(zero=0, ep=8),
+    }
+    for message, strategy in cases.items():
+        with pytest.raises(InputError, match=message):
+            emit(_deepseek(**strategy), "torchtitan", tmp_path)
+    check(_deepseek(dp=16, tp=2, sp=True, ep=16, etp=1), "torchtitan")
+    check(_deepseek(dp=16, tp=2, sp=True, ep=1, etp=2), "torchtitan")
+    with pytest.raises(InputError, match="no model configuration with this shape"):
+        emit(plan("moe-mixtral-ep"), "torchtitan", tmp_path)
+    base = plan("moe-deepseek-fsdp-ep-bf16")
+    arch = replace(base.model.arch, moe=replace(base.model.arch.moe, capacity_factor=1.25))
+    with pytest.raises(InputError, match="no model configuration with this shape"):
+        check(Plan(model=replace(base.model, arch=arch), cluster=base.cluster,
+                   strategy=base.strategy), "torchtitan")
+    assert not list(tmp_path.iterdir())

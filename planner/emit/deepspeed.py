@@ -13,6 +13,8 @@ What DeepSpeed cannot express (LIMITS):
   `partition_method="uniform"` split, so every stage holds the same number of blocks.
 - fp8; selective recompute (DeepSpeed checkpoints whole blocks, and the config cannot choose
   which: full recompute covers every block); optimizer offload needs ZeRO >= 1.
+- mixture-of-experts models and expert parallelism (ep, etp): DeepSpeed-MoE is a layer
+  (`deepspeed.moe.layer.MoE(ep_size=...)`) the model code builds; ds_config has no key for it.
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ LIMITS = EngineLimits(
     tp_comm_overlap=False,
     pipeline_zero_stages=(0, 1), interleaved=False, context_parallel=False,
     offload_optimizer_zero_stages=(1, 2, 3), recompute_modes=("none", "full"),
-    mixed_recompute=False, full_counts="all", stage_split="even")
+    mixed_recompute=False, full_counts="all", stage_split="even", moe=False,
+    expert_parallel=False)
 
 SCRIPT = "deepspeed.sh"
 CONFIG = "ds_config.json"

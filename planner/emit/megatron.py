@@ -2,8 +2,11 @@
 flags, plus a SLURM wrapper. Argument names follow `megatron/training/arguments.py` of megatron-core
 0.19.2 (validated in tests/test_emit_megatron.py with its own `parse_args` and `validate_args`).
 
-The recipe, top to bottom: model shape, batch, precision, parallel degrees, the layer->stage split,
-memory savers (distributed optimizer, recompute, offload), then data, tokenizer and checkpoints.
+The recipe, top to bottom: model shape (with multi-latent attention and the mixture-of-experts
+block: experts, top-k, expert and shared-expert widths, dense first layers as `--moe-layer-freq`,
+grouped GEMM, all-to-all dispatch, dropless or capacity-factor routing, aux-loss load balancing),
+batch, precision, parallel degrees (expert degrees for MoE models), the layer->stage split, memory
+savers (distributed optimizer, recompute, offload), then data, tokenizer and checkpoints.
 
 What Megatron-LM cannot express (LIMITS):
 - ZeRO 2/3: the distributed optimizer is ZeRO-1 (Megatron-FSDP is not emitted).
@@ -12,6 +15,8 @@ What Megatron-LM cannot express (LIMITS):
 - selective recompute covers every block (`--recompute-granularity selective` has no count);
   full recompute covers the first k blocks of every model chunk (`--recompute-method block`), the
   same k everywhere; one mode for the whole model.
+- expert tensor parallelism (etp > 1) of experts with linear biases (`TransformerConfig`: "Bias in
+  MoE is only supported when ETP==1").
 Any layer split is expressible: even splits use the plain flags, first/last-only splits use
 `--decoder-first/last-pipeline-num-layers`, anything else `--pipeline-model-parallel-layout`.
 """
@@ -26,7 +31,8 @@ from planner.targets import EngineLimits, chunk_sizes, uniform_chunk_count
 LIMITS = EngineLimits(
     name="megatron", zero_stages=(0, 1), tp_comm_overlap_needs_sp=True, offload_params=False,
     offload_optimizer_zero_stages=(1,),
-    mixed_recompute=False, selective_counts="all", full_counts="uniform", stage_split="any")
+    mixed_recompute=False, selective_counts="all", full_counts="uniform", stage_split="any",
+    expert_tensor_parallel_bias=False)
 
 SCRIPT = "megatron.sh"
 VARIABLES = [
@@ -60,8 +66,8 @@ def render(plan: Plan, values: dict[str, str]) -> dict[str, str]:
 
 def arguments(plan: Plan) -> list[str]:
     """pretrain_gpt.py arguments, one flag (with its value) per entry, as bash words."""
-    groups = [_model(plan), _batch_and_precision(plan), _parallel(plan), _split(plan),
-              _memory(plan), _data()]
+    groups = [_model(plan), _attention(plan), _experts(plan), _batch_and_precision(plan),
+              _parallel(plan), _split(plan), _memory(plan), _data()]
     return [" ".join(flag) for group in groups for flag in group]
 
 
@@ -70,7 +76,7 @@ def _model(plan: Plan) -> list[tuple[str, ...]]:
     flags = [("--num-layers", _q(arch.layers)), ("--hidden-size", _q(arch.hidden)),
              ("--num-attention-heads", _q(arch.heads)), ("--ffn-hidden-size", _q(arch.ffn_hidden)),
              ("--seq-length", _q(train.seq_len)), ("--max-position-embeddings", _q(train.seq_len))]
-    if arch.kv_heads != arch.heads:
+    if arch.kv_heads != arch.heads and arch.mla is None:
         flags += [("--group-query-attention",), ("--num-query-groups", _q(arch.kv_heads))]
     if arch.mlp == "swiglu":
         flags.append(("--swiglu",))
@@ -86,6 +92,47 @@ def _model(plan: Plan) -> list[tuple[str, ...]]:
         flags += [("--attention-dropout", "0"), ("--hidden-dropout", "0")]
     backend = "flash" if train.flash_attention else "unfused"
     flags.append(("--attention-backend", backend))
+    return flags
+
+
+def _attention(plan: Plan) -> list[tuple[str, ...]]:
+    """Multi-latent attention (DeepSeek-V2/V3); a query LoRA rank of 0 is a full-rank query."""
+    mla = plan.model.arch.mla
+    if mla is None:
+        return []
+    flags = [("--multi-latent-attention",)]
+    if mla.q_lora_rank:
+        flags.append(("--q-lora-rank", _q(mla.q_lora_rank)))
+    return flags + [("--kv-lora-rank", _q(mla.kv_lora_rank)),
+                    ("--qk-head-dim", _q(mla.qk_nope_head_dim)),
+                    ("--qk-pos-emb-head-dim", _q(mla.qk_rope_head_dim)),
+                    ("--v-head-dim", _q(mla.v_head_dim))]
+
+
+def _experts(plan: Plan) -> list[tuple[str, ...]]:
+    """The MoE block. Dispatch is all-to-all (the planner's cost model); routing is dropless unless
+    the model sets a capacity factor, then tokens are dropped and padded to capacity (what the
+    memory model charges). The router runs in fp32 with the GShard aux loss at 1e-2 (Megatron's
+    recommended start; DeepSeek-V3's aux-loss-free bias routing is a recipe choice to edit in)."""
+    arch = plan.model.arch
+    moe = arch.moe
+    if moe is None:
+        return []
+    flags = [("--num-experts", _q(moe.routed_experts)), ("--moe-router-topk", _q(moe.top_k)),
+             ("--moe-ffn-hidden-size", _q(moe.expert_ffn_hidden))]
+    if moe.shared_ffn_hidden:
+        flags.append(("--moe-shared-expert-intermediate-size", _q(moe.shared_ffn_hidden)))
+    if moe.first_dense_layers:
+        dense, sparse = moe.first_dense_layers, arch.layers - moe.first_dense_layers
+        flags.append(("--moe-layer-freq", _q(f"([0]*{dense}+[1]*{sparse})")))
+    flags += [("--moe-grouped-gemm",), ("--moe-token-dispatcher-type", "alltoall"),
+              ("--moe-router-dtype", "fp32"), ("--moe-router-load-balancing-type", "aux_loss"),
+              ("--moe-aux-loss-coeff", "1e-2")]
+    if moe.top_k == 1:  # a softmax over one chosen expert is 1: take it before the top-k
+        flags.append(("--moe-router-pre-softmax",))
+    if moe.capacity_factor is not None:
+        flags += [("--moe-expert-capacity-factor", _q(moe.capacity_factor)),
+                  ("--moe-pad-expert-input-to-capacity",)]
     return flags
 
 
@@ -108,6 +155,9 @@ def _parallel(plan: Plan) -> list[tuple[str, ...]]:
              ("--pipeline-model-parallel-size", _q(st.pp))]
     if st.cp > 1:
         flags.append(("--context-parallel-size", _q(st.cp)))
+    if plan.model.arch.moe is not None:  # unset, Megatron's expert tensor parallel degree is tp
+        flags += [("--expert-model-parallel-size", _q(st.ep)),
+                  ("--expert-tensor-parallel-size", _q(st.etp))]
     if st.sp:
         flags.append(("--sequence-parallel",))
     if st.tp_comm_overlap and st.tp > 1:

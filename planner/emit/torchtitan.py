@@ -7,14 +7,22 @@ The recipe, top to bottom: model (by registry name), batch, parallel degrees, th
 split (explicit module names per model chunk), FSDP resharding and offload, activation checkpointing.
 Mapping: ZeRO 0 = replicate (dp_replicate), ZeRO 2 = FSDP without resharding after forward,
 ZeRO 3 = FSDP resharding after forward; `training.enable_cpu_offload` offloads parameters,
-gradients and optimizer states together (FSDP2 CPUOffloadPolicy).
+gradients and optimizer states together (FSDP2 CPUOffloadPolicy); ep is
+`parallelism.expert_parallel_degree`, always set for MoE models (config functions set their own).
 
 What torchtitan cannot express (LIMITS):
 - a model shape its registry does not ship (KNOWN_MODELS; the model is chosen by name);
 - TP communication overlap (async TP needs torch.compile; not emitted);
 - ZeRO 1; offloading only the optimizer or only the parameters; offload without ZeRO 3;
 - fp16 and fp8 through flags (fp8 needs a float8 config function);
-- recompute of only some blocks: selective (per-op SAC) and full AC cover every block; one mode.
+- recompute of only some blocks: selective (per-op SAC) and full AC cover every block; one mode;
+- MoE models other than its DeepSeek-V3 configs; capacity-factor (token-dropping) routing (its
+  MoE is dropless, so such a model matches no shipped shape);
+- a separate expert tensor-parallel degree: with ep = 1 experts are tensor-parallel over tp, with
+  ep > 1 whole (etp = 1);
+- an ep group across data-parallel replicas: it is carved from the FSDP-sharded, cp and tp ranks
+  (`ParallelismConfig.expert_parallel_degree`: dp_shard * cp * tp = efsdp * ep), so with ZeRO 0
+  (pure replication) ep divides cp * tp.
 """
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ import shlex
 
 from planner.emit.launch import LaunchVar, slurm_script, torchrun_script
 from planner.plan import Plan
+from planner.specs import MLASpec, MoESpec
 from planner.targets import EngineLimits, KnownModel, chunk_sizes
 
 KNOWN_MODELS = (
@@ -29,15 +38,31 @@ KNOWN_MODELS = (
                ffn_hidden=14336, vocab=128256, mlp="swiglu"),
     KnownModel(name="llama3:llama3_70b", layers=80, hidden=8192, heads=64, kv_heads=8,
                ffn_hidden=28672, vocab=128256, mlp="swiglu"),
+    KnownModel(name="deepseek_v3:deepseek_v3_16b", layers=27, hidden=2048, heads=16, kv_heads=16,
+               ffn_hidden=10944, vocab=102400, mlp="swiglu",
+               moe=MoESpec(routed_experts=64, top_k=6, expert_ffn_hidden=1408,
+                           shared_ffn_hidden=2816, first_dense_layers=1),
+               mla=MLASpec(q_lora_rank=0, kv_lora_rank=512, qk_nope_head_dim=128,
+                           qk_rope_head_dim=64, v_head_dim=128)),
+    KnownModel(name="deepseek_v3:deepseek_v3_671b", layers=61, hidden=7168, heads=128,
+               kv_heads=128, ffn_hidden=18432, vocab=129280, mlp="swiglu",
+               moe=MoESpec(routed_experts=256, top_k=8, expert_ffn_hidden=2048,
+                           shared_ffn_hidden=2048, first_dense_layers=3),
+               mla=MLASpec(q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128,
+                           qk_rope_head_dim=64, v_head_dim=128)),
 )
-"""`module:config` of torchtitan 0.3.0's llama3 config registry, with the shapes they build
-(checked against torchtitan's registry in the tests). `llama3_405b` is left out: that config
-function trains with float8 linears and torch.compile (torchao), not the bf16 the planner costs."""
+"""`module:config` of torchtitan 0.3.0's config registries, with the shapes they build (checked
+against torchtitan's registry in the tests). `llama3_405b` and `deepseek_v3_671b_float8` are left
+out: they train with float8 linears (torchao), not the bf16 the planner costs. The DeepSeek-V3
+configs are dropless MoE with multi-head latent attention (kv_heads = heads). Qwen3-MoE
+(`qwen3_30b_a3b`) is left out: its head width (128) is not hidden/heads, which the planner's
+architecture cannot state."""
 
 LIMITS = EngineLimits(
     name="torchtitan", zero_stages=(0, 2, 3), precisions=("bf16",), tp_comm_overlap=False,
     offload_optimizer_zero_stages=(3,), offload_all_or_none=True, mixed_recompute=False,
-    selective_counts="all", full_counts="all", stage_split="any", known_models=KNOWN_MODELS)
+    selective_counts="all", full_counts="all", stage_split="any", known_models=KNOWN_MODELS,
+    expert_tensor_parallel="tp_without_ep", expert_parallel_from_shards=True)
 
 SCRIPT = "torchtitan.sh"
 VARIABLES = [
@@ -95,6 +120,8 @@ def _parallelism(plan: Plan) -> list[tuple[str, ...]]:
         flags.append(("--parallelism.no-enable_sequence_parallel",))
     flags += [("--parallelism.context_parallel_degree", _q(st.cp)),
               ("--parallelism.pipeline_parallel_degree", _q(st.pp))]
+    if plan.model.arch.moe is not None:  # always: config functions set their own (671b: 2)
+        flags.append(("--parallelism.expert_parallel_degree", _q(st.ep)))
     return flags
 
 
