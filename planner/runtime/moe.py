@@ -107,7 +107,7 @@ class MoEFeedForward(nn.Module):
         send_splits = counts.view(ep, local).sum(dim=1).tolist()
         recv_splits = from_rank.sum(dim=1).tolist()
         arrived = all_to_all_rows(rows, recv_splits, send_splits, self.group)
-        expert_of = torch.arange(local).repeat(ep).repeat_interleave(from_rank.flatten())
+        expert_of = torch.arange(local, device=counts.device).repeat(ep).repeat_interleave(from_rank.flatten())
         by_expert = expert_of.argsort(stable=True)
         done = self._run_local(arrived[by_expert], from_rank.sum(dim=0))
         done = done[by_expert.argsort()]                              # back to arrival order
