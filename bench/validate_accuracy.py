@@ -41,11 +41,15 @@ def plans() -> dict:
 
 
 def main() -> None:
-    runs = plans()
+    print_table(plans(), "llama-tiny / gpt-tiny (fp32), 2 CPU ranks: predicted / measured MiB (error %)")
+
+
+def print_table(runs: dict, title: str) -> None:
+    """Run `runs` (name -> (model, strategy)) in one launch and print the comparison table."""
     cluster = replace(load_cluster("dgx-h100"), gpus_per_node=2)
     results = launch([RunRequest(run_id=k, model=m, strategy=st) for k, (m, st) in runs.items()],
                      device="cpu", steps=STEPS, warmup=WARMUP)
-    table = Table(title="llama-tiny / gpt-tiny (fp32), 2 CPU ranks: predicted / measured MiB (error %)")
+    table = Table(title=title)
     quantities = ("weights", "grads", "optimizer", "transient", "peak")
     for col in ("plan", "rank", "stage", *quantities, "tracker: act+temp / params / other"):
         table.add_column(col, justify="right")

@@ -16,7 +16,7 @@ from cost_models import comm
 from cost_models.block import ACT_BYTES, BlockTimes, block_times
 from cost_models.flops import attention_params, mlp_gemms, mlp_params
 from cost_models.hardware import Hardware
-from cost_models.memory import BlockActivations, block_activations
+from cost_models.memory import BlockActivations, block_activations, element_bytes
 from planner.specs import ModelSpec
 from planner.strategy import Strategy
 
@@ -88,7 +88,8 @@ def moe_block_times(model: ModelSpec, st: Strategy, hw: Hardware) -> BlockTimes:
 def moe_block_activations(model: ModelSpec, st: Strategy) -> BlockActivations:
     """Bytes one MoE block keeps per micro-batch: the dense block's attention part, then the
     router probabilities (fp32), the dispatched expert inputs, the experts' stored FFN tensors
-    (SwiGLU: gate, up, product) and outputs, and the shared experts' FFN tensors."""
+    (SwiGLU: gate, up, product) and outputs, and the shared experts' FFN tensors (16-bit, or
+    4-byte elements under fp32 training, like the dense block's)."""
     arch, moe, train = model.arch, model.arch.moe, model.training
     dense = block_activations(model, st)
     s, b, t = train.seq_len // st.cp, st.mbs, st.tp
@@ -98,7 +99,8 @@ def moe_block_activations(model: ModelSpec, st: Strategy) -> BlockActivations:
     experts = rows * (2 * 2 * arch.hidden + ffn)
     router = 4 * (s * b / t) * moe.routed_experts
     shared = (6 if arch.mlp == "swiglu" else 4) * s * b * moe.shared_ffn_hidden / t
-    extra = experts + router + shared - dense_mlp
+    widen = element_bytes(model) / ACT_BYTES  # 16-bit coefficients, as in block_activations
+    extra = widen * (experts + shared - dense_mlp) + router
     return BlockActivations(none=dense.none + extra, selective=dense.selective + extra, full=dense.full)
 
 

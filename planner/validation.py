@@ -14,7 +14,7 @@ from pathlib import Path
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cost_models.breakdown import CostBreakdown
+from cost_models.breakdown import CostBreakdown, StageCost
 from cost_models.flops import padded_vocab
 from cost_models.memory import optimizer_bytes_per_param, stage_params, state_bytes_per_param
 from cost_models.hardware import Hardware
@@ -42,7 +42,8 @@ def scale_down(model: ModelSpec, st: Strategy) -> tuple[ModelSpec, Strategy, lis
     """A smaller model with the plan's shape: same layers (so the exact stage split and
     per-stage recompute counts stay), heads, KV heads and block kinds, and the same degrees
     (dp, tp, pp, cp, vpp, mbs, ZeRO, sp, offload). Shrunk: head_dim to 16 (hidden = heads * 16),
-    ffn_hidden in proportion (a multiple of 8 * tp), vocab to <= 1024 (a multiple of 128 * tp),
+    ffn_hidden in proportion (a multiple of 8 * tp; MoE expert widths likewise, multiples of
+    8 * etp for routed and 8 * tp for shared experts), vocab to <= 1024 (a multiple of 128 * tp),
     seq_len to <= 128 (a multiple of tp and 2 * cp), and micro-batches per step to
     <= 2 * pp * vpp (a multiple of pp when interleaved), which keeps every pipeline warm-up full.
     """
@@ -58,13 +59,29 @@ def scale_down(model: ModelSpec, st: Strategy) -> tuple[ModelSpec, Strategy, lis
     if st.vpp > 1:
         m_small = max(st.pp, m_small // st.pp * st.pp)
     arch = replace(a, hidden=hidden, ffn_hidden=ffn, vocab=vocab)
+    notes = []
+    if a.moe is not None:
+        moe = a.moe
+        arch = replace(arch, moe=replace(
+            moe, expert_ffn_hidden=_scaled_width(moe.expert_ffn_hidden, hidden / a.hidden, 8 * st.etp),
+            shared_ffn_hidden=_scaled_width(moe.shared_ffn_hidden, hidden / a.hidden, step_f)))
+        notes.append(f"scaled down: expert_ffn_hidden {moe.expert_ffn_hidden}->"
+                     f"{arch.moe.expert_ffn_hidden}, shared_ffn_hidden {moe.shared_ffn_hidden}->"
+                     f"{arch.moe.shared_ffn_hidden}; experts, top_k and dense layers kept")
     small = replace(model, name=f"{model.name} (scaled down)", arch=arch,
                     training=replace(train, seq_len=seq, global_batch=m_small * st.dp * st.mbs))
-    notes = [f"scaled down: hidden {a.hidden}->{hidden}, ffn_hidden {a.ffn_hidden}->{ffn}, "
-             f"vocab {a.vocab}->{vocab}, seq_len {train.seq_len}->{seq}, micro-batches {m}->"
-             f"{m_small} (global_batch {train.global_batch}->{small.training.global_batch}); "
-             f"layers, heads, kv_heads and every degree kept"]
+    notes.insert(0, f"scaled down: hidden {a.hidden}->{hidden}, ffn_hidden {a.ffn_hidden}->{ffn}, "
+                    f"vocab {a.vocab}->{vocab}, seq_len {train.seq_len}->{seq}, micro-batches {m}->"
+                    f"{m_small} (global_batch {train.global_batch}->{small.training.global_batch}); "
+                    f"layers, heads, kv_heads and every degree kept")
     return small, st, notes
+
+
+def _scaled_width(width: int, ratio: float, step: int) -> int:
+    """An FFN width shrunk by `ratio`, a positive multiple of `step` (0 stays 0: no such MLP)."""
+    if width == 0:
+        return 0
+    return max(step, round(width * ratio / step) * step)
 
 
 def host_memory_bytes() -> float:
@@ -114,8 +131,7 @@ def compare(model: ModelSpec, st: Strategy, predicted: CostBreakdown,
     rows = []
     for rank in ranks:
         stage = predicted.stages[rank["stage"]]
-        states = predicted_states(model, st, stage.stage, stage.layers)
-        pred = {key: getattr(states, key) for key in STATE_KEYS}
+        pred = _predicted_state_bytes(model, st, stage)
         meas = {key: float(sum(rank["states_bytes"][key].values())) for key in STATE_KEYS}
         mem = stage.memory_bytes
         pred_peak = sum(v for k, v in mem.items() if k != "other") + stage.host_bytes
@@ -128,6 +144,16 @@ def compare(model: ModelSpec, st: Strategy, predicted: CostBreakdown,
         step_pred = predicted.step_time_s if time_comparable else None
         rows.append(_row(rank, "step_time", "s", step_pred, rank.get("median_step_s")))
     return rows
+
+
+def _predicted_state_bytes(model: ModelSpec, st: Strategy, stage: StageCost) -> dict[str, float]:
+    """Predicted weights, grads and optimizer bytes of one GPU of `stage`. MoE models take them
+    from the estimate's stage memory, which splits dense and routed-expert parameters (the
+    runtime runs MoE without offload or ZeRO, so there is no host part to add back)."""
+    if model.arch.moe is not None:
+        return {key: float(stage.memory_bytes[key]) for key in STATE_KEYS}
+    states = predicted_states(model, st, stage.stage, stage.layers)
+    return {key: getattr(states, key) for key in STATE_KEYS}
 
 
 def _measured_peak(rank: dict[str, Any]) -> float:
@@ -190,10 +216,11 @@ def validate_plan(plan: Plan, *, device: str, steps: int, warmup: int, scale: bo
 
 def check_runnable(st: Strategy, model: ModelSpec | None = None) -> None:
     """Refuse the parts of the model and strategy space the runtime does not run, before launching."""
-    if model is not None and (model.arch.moe is not None or model.arch.mla is not None):
-        kind = "mixture-of-experts" if model.arch.moe is not None else "multi-head latent attention"
-        raise InputError(f"the validation runtime builds dense GQA decoders; {model.name} uses "
-                         f"{kind}", key_path="model.architecture")
+    if model is not None and model.arch.mla is not None:
+        raise InputError(f"the validation runtime builds GQA attention; {model.name} uses "
+                         "multi-head latent attention", key_path="model.architecture.mla")
+    if model is not None and model.arch.moe is not None:
+        _check_moe_runnable(st)
     if st.cp > 1:
         raise InputError(f"the validation runtime does not run context parallelism (cp={st.cp})",
                          key_path="strategy.cp", hint="validate the plan with cp folded into dp")
@@ -204,6 +231,22 @@ def check_runnable(st: Strategy, model: ModelSpec | None = None) -> None:
     if (st.offload_optimizer or st.offload_params) and st.zero < 2:
         raise InputError("the validation runtime offloads through FSDP2's CPUOffloadPolicy, "
                          f"which needs zero >= 2, got zero={st.zero}", key_path="strategy.zero")
+
+
+def _check_moe_runnable(st: Strategy) -> None:
+    """The runtime's MoE layer runs expert parallelism over data-parallel ranks only (DDP)."""
+    if st.etp > 1:
+        raise InputError(f"the validation runtime does not split experts over etp ranks (etp={st.etp})",
+                         key_path="strategy.etp", hint="validate the plan with etp=1")
+    for name in ("tp", "pp"):
+        if getattr(st, name) > 1:
+            raise InputError(f"the validation runtime runs MoE models with {name} = 1, got "
+                             f"{name}={getattr(st, name)}", key_path=f"strategy.{name}",
+                             hint="expert parallelism is checked on data-parallel ranks (dp, ep)")
+    if st.zero > 0 or st.offload_optimizer or st.offload_params:
+        raise InputError(f"the validation runtime runs MoE models with zero=0 and no offload, got "
+                         f"zero={st.zero}", key_path="strategy.zero",
+                         hint="expert states are then replicated over the expert data-parallel group")
 
 
 def _with_profile(hardware: Hardware, profile: Path, cluster: ClusterSpec,

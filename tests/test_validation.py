@@ -147,9 +147,76 @@ def test_strategies_the_runtime_cannot_run_are_refused_up_front(st, words):
         check_runnable(st)
 
 
-def test_moe_models_are_refused_up_front():
+def test_mla_models_are_refused_up_front():
     from planner.errors import InputError
     from planner.validation import check_runnable
 
-    with pytest.raises(InputError, match="mixture-of-experts"):
-        check_runnable(Strategy(dp=8), load_model("mixtral-8x7b"))
+    with pytest.raises(InputError, match="multi-head latent attention"):
+        check_runnable(Strategy(dp=8), load_model("deepseek-v3"))
+
+
+@pytest.mark.parametrize("st,words", [
+    (Strategy(dp=4, ep=2, etp=2), "etp"),
+    (Strategy(dp=2, tp=2, sp=True, ep=2), "tp = 1"),
+    (Strategy(dp=2, pp=2, ep=2), "pp = 1"),
+    (Strategy(dp=2, ep=2, zero=1), "zero=0"),
+])
+def test_moe_layouts_the_runtime_cannot_run_are_refused(st, words):
+    from planner.errors import InputError
+    from planner.validation import check_runnable
+
+    with pytest.raises(InputError, match=words):
+        check_runnable(st, load_model("moe-tiny"))
+
+
+def test_moe_data_and_expert_parallel_plans_are_runnable():
+    from planner.validation import check_runnable
+
+    for st in (Strategy(dp=2, ep=2), Strategy(dp=4, ep=2, recompute="full")):
+        check_runnable(st, load_model("moe-tiny"))
+
+
+def test_scale_down_shrinks_expert_widths_and_keeps_the_routing():
+    model = load_model("qwen2-57b-a14b")
+    st = Strategy(dp=8, ep=4)
+    small, _, notes = scale_down(model, st)
+    moe, big = small.arch.moe, model.arch.moe
+    assert (moe.routed_experts, moe.top_k, moe.first_dense_layers) == (
+        big.routed_experts, big.top_k, big.first_dense_layers)
+    assert 0 < moe.expert_ffn_hidden < big.expert_ffn_hidden and moe.expert_ffn_hidden % 8 == 0
+    assert (moe.shared_ffn_hidden > 0) == (big.shared_ffn_hidden > 0)
+    assert any("expert_ffn_hidden" in n for n in notes)
+    st.validate(small, load_cluster("dgx-h100"))
+
+
+def test_moe_prediction_splits_dense_and_expert_states():
+    """Per-GPU states of an MoE plan: the dense part is replicated over dp, the routed experts
+    are E/ep per GPU; at 16 bytes per parameter (fp32 weights, grads and Adam moments)."""
+    from cost_models.flops import mlp_params
+
+    model = runtime_model(load_model("moe-tiny"))
+    cluster = replace(load_cluster("dgx-h100"), gpus_per_node=2)
+    arch, moe = model.arch, model.arch.moe
+    expert = mlp_params(arch, moe.expert_ffn_hidden)
+    moe_layers = arch.layers - moe.first_dense_layers
+    weights = {ep: estimate(model, cluster, Strategy(dp=2, ep=ep)).stages[0].memory_bytes["weights"]
+               for ep in (1, 2)}
+    assert weights[1] - weights[2] == 4 * moe_layers * (moe.routed_experts // 2) * expert
+
+
+def test_moe_activations_widen_under_fp32_like_dense_ones():
+    """The MoE extras (expert rows, FFN tensors, shared experts) are 16-bit tensors under bf16 and
+    4-byte ones under fp32, as the dense block's; the router probabilities are fp32 in both."""
+    from cost_models.memory import block_activations
+    from cost_models.moe import moe_block_activations
+
+    st = Strategy(dp=2, ep=2)
+    bf16 = load_model("moe-tiny")
+    fp32 = runtime_model(bf16)
+    s, e = bf16.training.seq_len * st.mbs, bf16.arch.moe.routed_experts
+    router = 4 * s * e
+
+    def extra(model):
+        return moe_block_activations(model, st).none - block_activations(model, st).none
+
+    assert extra(fp32) == pytest.approx(2 * (extra(bf16) - router) + router)

@@ -12,11 +12,13 @@ loss comparison); the prediction is made for a model without dropout.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from cost_models.flops import padded_vocab
+from planner.runtime.moe import MoEFeedForward
 from planner.specs import Architecture
 
 ROPE_THETA = 10_000.0
@@ -78,13 +80,13 @@ class Attention(nn.Module):
 class FeedForward(nn.Module):
     """SwiGLU (w2(silu(w1 x) * w3 x), Shazeer 2020) or GELU (w2(gelu(w1 x)))."""
 
-    def __init__(self, arch: Architecture) -> None:
+    def __init__(self, arch: Architecture, width: int | None = None) -> None:
         super().__init__()
-        bias = arch.linear_bias
+        bias, width = arch.linear_bias, width or arch.ffn_hidden
         self.swiglu = arch.mlp == "swiglu"
-        self.w1 = nn.Linear(arch.hidden, arch.ffn_hidden, bias=bias)
-        self.w2 = nn.Linear(arch.ffn_hidden, arch.hidden, bias=bias)
-        self.w3 = nn.Linear(arch.hidden, arch.ffn_hidden, bias=bias) if self.swiglu else None
+        self.w1 = nn.Linear(arch.hidden, width, bias=bias)
+        self.w2 = nn.Linear(width, arch.hidden, bias=bias)
+        self.w3 = nn.Linear(arch.hidden, width, bias=bias) if self.swiglu else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.w3 is not None:
@@ -93,14 +95,15 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then + mlp(norm(.))."""
+    """Pre-norm transformer block: x + attn(norm(x)), then + mlp(norm(.)); the MLP is a
+    mixture of experts (`planner.runtime.moe`) when `moe` is set."""
 
-    def __init__(self, arch: Architecture) -> None:
+    def __init__(self, arch: Architecture, moe: bool = False) -> None:
         super().__init__()
         self.attention_norm = _norm(arch)
         self.attention = Attention(arch)
         self.ffn_norm = _norm(arch)
-        self.feed_forward = FeedForward(arch)
+        self.feed_forward = MoEFeedForward(arch, FeedForward) if moe else FeedForward(arch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x + self.attention(self.attention_norm(x))
@@ -116,7 +119,8 @@ class Decoder(nn.Module):
         self.tok_embeddings: nn.Module | None = nn.Embedding(vocab, arch.hidden)
         self.pos_embeddings: nn.Module | None = (
             nn.Embedding(seq_len, arch.hidden) if arch.learned_positions else None)
-        self.layers = nn.ModuleDict({str(i): Block(arch) for i in range(arch.layers)})
+        self.layers = nn.ModuleDict({str(i): Block(arch, arch.moe is not None and arch.moe.is_moe_layer(i))
+                                     for i in range(arch.layers)})
         self.norm: nn.Module | None = _norm(arch)
         self.output: nn.Module | None = nn.Linear(arch.hidden, vocab, bias=False)
         if tie:
@@ -139,14 +143,20 @@ class Decoder(nn.Module):
         return h
 
 
-def build_decoder(arch: Architecture, seq_len: int, *, tp: int, pp: int, seed: int) -> Decoder:
-    """The full model, initialised identically on every rank from `seed` (fp32, on the CPU).
+def build_decoder(arch: Architecture, seq_len: int, *, tp: int, pp: int, seed: int,
+                  ep_group: dist.ProcessGroup | None = None) -> Decoder:
+    """The full model, initialised identically on every rank from `seed` (fp32, on the CPU);
+    with an expert-parallel group, MoE blocks then keep only this rank's experts.
 
     Embeddings are tied only without pipeline parallelism (as in Megatron, which otherwise keeps
     a second copy on the last stage), matching `cost_models.memory.stage_params`.
     """
     torch.manual_seed(seed)
-    return Decoder(arch, seq_len, tp, tie=arch.tied_embeddings and pp == 1)
+    model = Decoder(arch, seq_len, tp, tie=arch.tied_embeddings and pp == 1)
+    for block in model.layers.values():
+        if isinstance(block.feed_forward, MoEFeedForward):
+            block.feed_forward.localize(ep_group)
+    return model
 
 
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInp
 from torch.nn.parallel import DistributedDataParallel
 
 from planner.runtime.model import Decoder
+from planner.runtime.moe import expert_parameters
 from planner.strategy import Strategy
 
 LEARNING_RATE = 1e-3
@@ -120,6 +121,11 @@ def apply_data_parallel(model: nn.Module, st: Strategy, dp_mesh: DeviceMesh | No
                         offload_policy=policy)
         fully_shard(model, mesh=mesh, reshard_after_forward=False, offload_policy=policy)
         return model
+    # Routed experts differ between the ranks of an expert-parallel group: DDP must not average
+    # them over dp (`moe.reduce_expert_grads` reduces them over the expert data-parallel group).
+    experts = [name for name, _ in expert_parameters(model)]
+    if experts:
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, experts)
     return DistributedDataParallel(model, process_group=dp_mesh.get_group(),
                                    gradient_as_bucket_view=True, broadcast_buffers=False)
 

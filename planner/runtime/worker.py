@@ -12,7 +12,9 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,6 +29,7 @@ from planner.loading import model_from_mapping
 from planner.plan import strategy_from_mapping
 from planner.runtime.measure import StepMeter, state_bytes
 from planner.runtime.model import build_decoder, loss_fn, synthetic_batch
+from planner.runtime.moe import reduce_expert_grads
 from planner.runtime.parallelize import (apply_data_parallel, apply_recompute,
                                          apply_tensor_parallel, build_optimizer, optimizer_states)
 from planner.runtime.pipeline import chunk_model, stage_recompute_sets, virtual_stage_layers
@@ -64,6 +67,8 @@ class Trainer:
     """Seed of the initial weights and of the synthetic data."""
     step_index: int = 0
     """Steps taken so far (selects the synthetic batch)."""
+    reduce_experts: Callable[[], None] | None = None
+    """Reduces routed-expert gradients after the last micro-batch (MoE models), else None."""
 
     def step(self) -> float:
         """One optimizer step on this rank's slice of the global batch; returns the global loss."""
@@ -93,6 +98,8 @@ class Trainer:
                 loss = loss_fn(model(inputs[rows]), labels[rows]) / m
                 loss.backward()
             total += _value(loss)
+        if self.reduce_experts is not None:
+            self.reduce_experts()
         return total
 
     def _pipeline(self, inputs: torch.Tensor, labels: torch.Tensor) -> float:
@@ -123,7 +130,9 @@ def build_trainer(model: ModelSpec, st: Strategy, device: torch.device, seed: in
     stages = st.stages(model)
     virtual = virtual_stage_layers(stages, st.vpp)
     full, selective = stage_recompute_sets(stages, virtual, coords["pp"], st.vpp)
-    whole = build_decoder(model.arch, model.training.seq_len, tp=st.tp, pp=st.pp, seed=seed)
+    ep_group, expert_dp_group = _expert_groups(model, st, device)
+    whole = build_decoder(model.arch, model.training.seq_len, tp=st.tp, pp=st.pp, seed=seed,
+                          ep_group=ep_group)
     n_virtual = st.pp * st.vpp
     ids = [c * st.pp + coords["pp"] for c in range(st.vpp)]
     if st.pp == 1:
@@ -144,8 +153,25 @@ def build_trainer(model: ModelSpec, st: Strategy, device: torch.device, seed: in
     stages = [PipelineStage(m, v, n_virtual, device, group=mesh["pp"].get_group())
               for m, v in zip(modules, ids)] if st.pp > 1 else []
     schedule = _schedule(model, st, stages) if st.pp > 1 else None
+    reduce_experts = None
+    if model.arch.moe is not None:
+        reduce_experts = partial(reduce_expert_grads, modules[0], expert_dp_group, st.dp)
     return Trainer(model=model, st=st, device=device, modules=modules, optimizer=optimizer,
-                   schedule=schedule, stages=stages, coords=coords, seed=seed)
+                   schedule=schedule, stages=stages, coords=coords, seed=seed,
+                   reduce_experts=reduce_experts)
+
+
+def _expert_groups(model: ModelSpec, st: Strategy, device: torch.device):
+    """(expert-parallel group, expert data-parallel group) of this rank, each None when of size
+    one. Megatron-Core's layout with tp = cp = pp = 1: the ep ranks of a group are consecutive
+    data-parallel ranks; ranks with the same position in their ep group replicate its experts."""
+    if model.arch.moe is None or st.dp == 1:
+        return None, None
+    if st.tp > 1 or st.pp > 1 or st.etp > 1:
+        raise NotImplementedError("the validation runtime runs MoE models with tp = pp = etp = 1")
+    mesh = init_device_mesh(device.type, (st.dp // st.ep, st.ep), mesh_dim_names=("edp", "ep"))
+    return (mesh["ep"].get_group() if st.ep > 1 else None,
+            mesh["edp"].get_group() if st.dp // st.ep > 1 else None)
 
 
 def _schedule(model: ModelSpec, st: Strategy, stages: list[PipelineStage]):
