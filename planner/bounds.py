@@ -20,6 +20,7 @@ from cost_models.comm import OVERLAP_CONTENTION
 from cost_models.flops import block_params
 from cost_models.hardware import Hardware
 from cost_models.memory import ALLOCATOR_FRACTION, in_flight_microbatches, stage_extra_activations
+from cost_models.moe import moe_block_params
 from cost_models.pipeline import p2p_transfers_on_critical_path
 from cost_models.terms import CandidateTerms
 from planner.specs import ModelSpec
@@ -92,7 +93,16 @@ def step_bound_parts(terms: CandidateTerms, st: Strategy, layers: int) -> dict[s
     pp, v, m = st.pp, st.vpp, terms.micro_batches
     first_fwd, first_bwd = terms.edge_s(0, pp)
     last_fwd, last_bwd = terms.edge_s(pp - 1, pp) if pp > 1 else (0.0, 0.0)
-    c, first_s, last_s = terms.block_none_s, first_fwd + first_bwd, last_fwd + last_bwd
+    first_s, last_s = first_fwd + first_bwd, last_fwd + last_bwd
+    if terms.moe is not None:
+        # MoE: every block costs at least the cheaper kind; the step-level DP traffic and
+        # optimizer terms (>= 0) are bounded by 0, since dense and expert states shard apart.
+        c = min(terms.dense.none_s, terms.moe.none_s)
+        total_s = layers * c + first_s + last_s
+        slowest = total_s if pp == 1 else integer_min_max(layers, pp, v, c, first_s, last_s)
+        return {"sum": total_s / v, "slowest": (m - 1.0 / v) * slowest, "p2p": terms.p2p_s,
+                "optimizer": 0.0, "grad": 0.0, "gather": 0.0}
+    c = terms.block_none_s
     total_s = layers * c + first_s + last_s
     slowest = total_s if pp == 1 else integer_min_max(layers, pp, v, c, first_s, last_s)
     bp = terms.block_params
@@ -110,8 +120,9 @@ def step_bound_parts(terms: CandidateTerms, st: Strategy, layers: int) -> dict[s
             "optimizer": terms.optimizer_s_per_param * most, "grad": grad, "gather": gather}
 
 
-def cheapest_activation_bytes(terms: CandidateTerms, limits: EngineLimits) -> float:
-    """Smallest stored activation bytes per block over the recompute modes the target allows."""
+def cheapest_activation_bytes(terms, limits: EngineLimits) -> float:
+    """Smallest stored activation bytes per block over the recompute modes the target allows
+    (of the dense block, or of the `BlockKind` passed)."""
     a = terms.acts
     by_mode = {"none": a.none, "selective": a.selective, "full": a.full}
     return min(by_mode[mode] for mode in ("none", *limits.recompute_modes))
@@ -130,12 +141,16 @@ def memory_lower_bound_bytes(terms: CandidateTerms, st: Strategy, layers: int,
     pp, v = st.pp, st.vpp
     scale = 1.0 + ALLOCATOR_FRACTION
     state = terms.states.weights + terms.states.grads + terms.states.optimizer
-    a_min = cheapest_activation_bytes(terms, limits)
+    expert_state = sum((terms.expert_states.weights, terms.expert_states.grads,
+                        terms.expert_states.optimizer))
+    kinds = [terms.dense] + ([terms.moe] if terms.moe is not None else [])
     bases, slopes = [], []
     for i in range(pp):
         fixed = terms.stage_params(i, pp, 0) * state + terms.zero3_buffer_bytes + terms.extra_acts[i]
         bases.append(scale * fixed)
-        slopes.append(scale * (terms.block_params * state + terms.in_flight[i] * a_min))
+        slopes.append(scale * min(kind.params * state + kind.expert_params * expert_state
+                                  + terms.in_flight[i] * cheapest_activation_bytes(kind, limits)
+                                  for kind in kinds))
     floor = max(b + k * v for b, k in zip(bases, slopes))
     if min(slopes) <= 0:
         return floor
@@ -144,9 +159,13 @@ def memory_lower_bound_bytes(terms: CandidateTerms, st: Strategy, layers: int,
 
 
 def host_lower_bound_bytes(terms: CandidateTerms, st: Strategy, layers: int) -> float:
-    """Lower bound of the largest host bytes per GPU: the mean over stages (max >= mean)."""
-    total = layers * terms.block_params + terms.first_params + terms.last_params
-    return terms.states.host * total / st.pp
+    """Lower bound of the largest host bytes per GPU: the mean over stages (max >= mean), with
+    every block at the cheaper kind's host bytes for an MoE model."""
+    kinds = [terms.dense] + ([terms.moe] if terms.moe is not None else [])
+    per_block = min(k.params * terms.states.host + k.expert_params * terms.expert_states.host
+                    for k in kinds)
+    edges = (terms.first_params + terms.last_params) * terms.states.host
+    return (layers * per_block + edges) / st.pp
 
 
 def pipeline_p2p_s(model: ModelSpec, st: Strategy, hw: Hardware) -> float:
@@ -175,6 +194,8 @@ def group_memory_lower_bound_bytes(model: ModelSpec, outer: Strategy, *, state_b
     pp, v, layers = outer.pp, outer.vpp, model.arch.layers
     m = outer.micro_batches(model)
     b = block_params(model.arch) / outer.tp
+    if model.arch.moe is not None:  # an MoE block's dp-sharded part may be the smaller one
+        b = min(b, moe_block_params(model, outer).dense)
     first_in, last_in = in_flight_microbatches(0, outer, m), in_flight_microbatches(pp - 1, outer, m)
     first_extra = stage_extra_activations(model, outer, 0, first_in)
     last_extra = stage_extra_activations(model, outer, pp - 1, last_in) if pp > 1 else 0.0

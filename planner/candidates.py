@@ -7,6 +7,7 @@ group is popped.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -15,14 +16,15 @@ from cost_models.flops import block_params
 from cost_models.hardware import Hardware
 from cost_models.memory import (ALLOCATOR_FRACTION, block_activations, in_flight_microbatches,
                                 stage_extra_activations, state_bytes_per_param)
+from cost_models.moe import moe_block_activations, moe_block_times
 from cost_models.terms import candidate_terms
 from planner.bounds import (group_memory_lower_bound_bytes, integer_min_max,
                             integer_min_max_for_vpp, makespan_lower_bound_s, pipeline_p2p_s,
                             step_lower_bound_s)
 from planner.ilp import Solver
-from planner.space import (degree_splits, micro_batch_sizes, offload_options,
-                           sequence_parallel_options, target_accepts_model,
-                           virtual_stage_counts, world_sizes, zero_stages)
+from planner.space import (degree_splits, expert_member_ok, expert_parallel_options,
+                           micro_batch_sizes, offload_options, sequence_parallel_options,
+                           target_accepts_model, virtual_stage_counts, world_sizes, zero_stages)
 from planner.specs import ClusterSpec, ModelSpec
 from planner.strategy import Strategy
 from planner.targets import EngineLimits
@@ -54,8 +56,8 @@ class Group:
     """Candidates sharing degrees, mbs, sp and vpp; members differ in ZeRO and offload.
     `checked` once its p2p time and group memory bound have been applied."""
 
-    degrees: tuple[int, int, int, int, int, int, bool]
-    """(dp, tp, pp, cp, vpp, mbs, sp); the Strategy is built only if the group is popped."""
+    degrees: tuple[int, int, int, int, int, int, bool, int, int]
+    """(dp, tp, pp, cp, vpp, mbs, sp, ep, etp); the Strategy is built only if the group is popped."""
     members: int
     checked: bool = False
     p2p_s: float = 0.0
@@ -64,8 +66,8 @@ class Group:
     @property
     def outer(self) -> Strategy:
         """The group's strategy without ZeRO/offload choices."""
-        dp, tp, pp, cp, vpp, mbs, sp = self.degrees
-        return Strategy(dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, mbs=mbs, sp=sp)
+        dp, tp, pp, cp, vpp, mbs, sp, ep, etp = self.degrees
+        return Strategy(dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, mbs=mbs, sp=sp, ep=ep, etp=etp)
 
 
 def objective_weight(model: ModelSpec, st: Strategy, options: SearchOptions) -> float:
@@ -91,16 +93,21 @@ class Cache:
         self.terms: dict[tuple, Any] = {}
         """Candidate terms by everything but vpp (see `member_terms`)."""
 
-    def shape(self, tp: int, cp: int, mbs: int, sp: bool):
-        """(BlockTimes, EdgeTimes, smallest stored activation bytes per block)."""
-        key = (tp, cp, mbs, sp)
+    def shape(self, tp: int, cp: int, mbs: int, sp: bool, ep: int = 1, etp: int = 1):
+        """(dense BlockTimes, EdgeTimes, smallest stored activation bytes per block, smallest
+        fwd+bwd seconds per block): for an MoE model the smallest over both block kinds, so the
+        group bounds built on them stay below every split."""
+        key = (tp, cp, mbs, sp, ep, etp)
         if key not in self._shapes:
-            probe = Strategy(tp=tp, cp=cp, mbs=mbs, sp=sp)
-            acts = block_activations(self.model, probe)
-            by_mode = {"none": acts.none, "selective": acts.selective, "full": acts.full}
-            act_min = min(by_mode[m] for m in ("none", *self.limits.recompute_modes))
-            self._shapes[key] = (block_times(self.model, probe, self.hw),
-                                 edge_times(self.model, probe, self.hw), act_min)
+            probe = Strategy(tp=tp, cp=cp, mbs=mbs, sp=sp, ep=ep, etp=etp)
+            kinds = [(block_times(self.model, probe, self.hw), block_activations(self.model, probe))]
+            if self.model.arch.moe is not None:
+                kinds.append((moe_block_times(self.model, probe, self.hw),
+                              moe_block_activations(self.model, probe)))
+            modes = ("none", *self.limits.recompute_modes)
+            act_min = min(getattr(acts, mode) for _, acts in kinds for mode in modes)
+            block_s = min(times.fwd + times.bwd for times, _ in kinds)
+            self._shapes[key] = (kinds[0][0], edge_times(self.model, probe, self.hw), act_min, block_s)
         return self._shapes[key]
 
     def min_state_parts(self, dp: int, cp: int) -> tuple[float, float, float]:
@@ -120,6 +127,8 @@ class Cache:
     def states_cannot_fit(self, outer: Strategy, zero: int, off_opt: bool, off_params: bool) -> bool:
         """Model states alone overflow GPU or host memory on the average stage (the max is at
         least the mean; only block parameters counted): a check that needs no terms."""
+        if self.model.arch.moe is not None:
+            return False  # expert and dense states shard differently: left to the member bounds
         key = (outer.dp * outer.cp, outer.tp * outer.pp, zero, off_opt, off_params)
         if key not in self._fits:
             st = Strategy(dp=outer.dp, cp=outer.cp, zero=zero, offload_optimizer=off_opt,
@@ -152,13 +161,16 @@ def groups(model: ModelSpec, cluster: ClusterSpec, cache: Cache, options: Search
     worlds = world_sizes(cluster, options.allow_idle or options.objective == "cost")
     for world in worlds:
         for dp, tp, pp, cp in degree_splits(model, world, cluster.gpus_per_node, limits):
-            members = sum(len(offload_options(z, limits)) for z in zero_stages(dp, cp, pp, limits))
             weight = objective_weight(model, Strategy(dp=dp, tp=tp, pp=pp, cp=cp), options)  # per world
             for mbs in micro_batch_sizes(model, dp):
                 m = batch // (dp * mbs)
-                for sp in sequence_parallel_options(model, tp, cp, limits):
-                    block, edge, _ = cache.shape(tp, cp, mbs, sp)
-                    block_s = block.fwd + block.bwd
+                for sp, (ep, etp) in itertools.product(
+                        sequence_parallel_options(model, tp, cp, limits),
+                        expert_parallel_options(model, dp, tp, cp, cluster.gpus_per_node, limits)):
+                    _, edge, _, block_s = cache.shape(tp, cp, mbs, sp, ep, etp)
+                    members = sum(len(offload_options(z, limits)) for z in zero_stages(dp, cp, pp, limits)
+                                  if expert_member_ok(Strategy(dp=dp, tp=tp, cp=cp, ep=ep, zero=z),
+                                                      model, limits))
                     first_s, last_s = edge.first_fwd + edge.first_bwd, edge.last_fwd + edge.last_bwd
                     if pp == 1:
                         first_s, last_s = first_s + last_s, 0.0
@@ -169,37 +181,39 @@ def groups(model: ModelSpec, cluster: ClusterSpec, cache: Cache, options: Search
                         bound = makespan_lower_bound_s(
                             layers=layers, pp=pp, vpp=vpp, micro_batches=m, block_s=block_s,
                             first_s=first_s, last_s=last_s, slowest=slowest) * weight
-                        yield bound, Group((dp, tp, pp, cp, vpp, mbs, sp), members)
+                        yield bound, Group((dp, tp, pp, cp, vpp, mbs, sp, ep, etp), members)
 
 
 def group_memory_bound(model: ModelSpec, outer: Strategy, cache: Cache) -> float:
-    _, _, act_min = cache.shape(outer.tp, outer.cp, outer.mbs, outer.sp)
+    _, _, act_min, _ = cache.shape(outer.tp, outer.cp, outer.mbs, outer.sp, outer.ep, outer.etp)
     return group_memory_lower_bound_bytes(
         model, outer, state_bytes=cache.min_state_bytes(outer.dp, outer.cp), act_bytes=act_min)
 
 
-def member_choices(outer: Strategy, options: SearchOptions):
+def member_choices(model: ModelSpec, outer: Strategy, options: SearchOptions):
     """(zero, offload_optimizer, offload_params) of a group's members."""
     for zero in zero_stages(outer.dp, outer.cp, outer.pp, options.limits):
+        if not expert_member_ok(outer.with_(zero=zero), model, options.limits):
+            continue
         for off_opt, off_params in offload_options(zero, options.limits):
             yield zero, off_opt, off_params
 
 
-def member_strategies(group: Group, options: SearchOptions):
+def member_strategies(model: ModelSpec, group: Group, options: SearchOptions):
     """The group's candidates (outer strategies)."""
     outer = group.outer
-    for zero, off_opt, off_params in member_choices(outer, options):
+    for zero, off_opt, off_params in member_choices(model, outer, options):
         yield outer.with_(zero=zero, offload_optimizer=off_opt, offload_params=off_params)
 
 
 def member_base_terms(model: ModelSpec, hw: Hardware, st: Strategy, cache: Cache):
     """Terms of `st` at whatever vpp the cache first saw this candidate with (block/edge times
     from the cache); `member_terms` turns them into st's own."""
-    key = (st.dp, st.tp, st.pp, st.cp, st.mbs, st.sp, st.zero, st.offload_optimizer,
-           st.offload_params)
+    key = (st.dp, st.tp, st.pp, st.cp, st.mbs, st.sp, st.ep, st.etp, st.zero,
+           st.offload_optimizer, st.offload_params)
     base = cache.terms.get(key)
     if base is None:
-        block, edge, _ = cache.shape(st.tp, st.cp, st.mbs, st.sp)
+        block, edge, _, _ = cache.shape(st.tp, st.cp, st.mbs, st.sp, st.ep, st.etp)
         base = cache.terms[key] = candidate_terms(model, st, hw, block=block, edge=edge)
     return base
 
@@ -224,5 +238,5 @@ def with_vpp(model: ModelSpec, hw: Hardware, st: Strategy, base):
 
 def members(model: ModelSpec, hw: Hardware, group: Group, cache: Cache, options: SearchOptions):
     """The group's candidates with their terms."""
-    for st in member_strategies(group, options):
+    for st in member_strategies(model, group, options):
         yield st, member_terms(model, hw, st, member_base_terms(model, hw, st, cache))

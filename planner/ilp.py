@@ -279,7 +279,10 @@ def _run(prob: pulp.LpProblem, solver: Solver, time_limit_s: float, cutoff: floa
     limit = max(time_limit_s, 0.01)
     if solver == "highs":
         silence_highs_banner()
-        extra = {"objective_bound": cutoff} if cutoff < float("inf") else {}
+        # HiGHS compares objective_bound with the objective *without* its constant term (PuLP
+        # keeps the constant on its side), so the cutoff is shifted by that constant.
+        offset = prob.objective.constant if prob.objective is not None else 0.0
+        extra = {"objective_bound": cutoff - offset} if cutoff < float("inf") else {}
         cmd = pulp.HiGHS(msg=False, timeLimit=limit, gapRel=MIP_REL_GAP, threads=1,
                          mip_feasibility_tolerance=1e-10, primal_feasibility_tolerance=1e-10,
                          **extra)

@@ -27,7 +27,6 @@ from planner.candidates import (Cache, Group, SearchOptions, group_memory_bound,
                                 member_base_terms, member_choices, member_terms, members,
                                 objective_weight,
                                 with_vpp)
-from planner.errors import InputError
 from planner.ilp import MIP_REL_GAP, IlpResult, solve_split
 from planner.specs import ClusterSpec, ModelSpec
 from planner.strategy import Strategy
@@ -91,9 +90,6 @@ class SearchResult:
 
 def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: SearchOptions) -> SearchResult:
     """Find the best plans (see module doc)."""
-    if model.arch.moe is not None:
-        raise InputError(f"{model.name} is a mixture-of-experts model; `fmplan solve` plans dense "
-                         "models only so far", hint="cost one MoE strategy with `fmplan estimate`")
     start = time.perf_counter()
     result = SearchResult()
     stats = result.stats
@@ -134,7 +130,7 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
             # the same candidate at any vpp (only p2p, in-flight counts and extras depend on vpp,
             # and the bound uses p2p alone: the group's).
             outer = item.outer
-            for zero, off_opt, off_params in member_choices(outer, options):
+            for zero, off_opt, off_params in member_choices(model, outer, options):
                 if cache.states_cannot_fit(outer, zero, off_opt, off_params):
                     stats.pruned_by_memory += 1
                     continue

@@ -60,8 +60,10 @@ def pipeline_degrees(model: ModelSpec, limits: EngineLimits) -> list[int]:
 
 
 def target_accepts_model(model: ModelSpec, limits: EngineLimits) -> bool:
-    """Whether the engine can train this model at all (precision, shipped model shapes)."""
+    """Whether the engine can train this model at all (precision, MoE, shipped model shapes)."""
     if model.training.precision not in limits.precisions:
+        return False
+    if model.arch.moe is not None and not limits.moe:
         return False
     return limits.known_models is None or limits.known_model(model.arch) is not None
 
@@ -123,11 +125,48 @@ def offload_options(zero: int, limits: EngineLimits) -> list[tuple[bool, bool]]:
 
 
 def sequence_parallel_options(model: ModelSpec, tp: int, cp: int, limits: EngineLimits) -> list[bool]:
-    """sp on and off when tp > 1 (both searched: the ILP, not an assumption, decides)."""
+    """sp on and off when tp > 1 (both searched: the ILP, not an assumption, decides); MoE
+    models with tp > 1 need sp (Megatron-Core's rule)."""
     if tp == 1:
         return [False]
     seq_ok = (model.training.seq_len // cp) % tp == 0
-    return [True, False] if (limits.sequence_parallel and seq_ok) else [False]
+    if not (limits.sequence_parallel and seq_ok):
+        return [] if model.arch.moe is not None else [False]
+    return [True] if model.arch.moe is not None else [True, False]
+
+
+def expert_parallel_options(model: ModelSpec, dp: int, tp: int, cp: int, gpus_per_node: int,
+                            limits: EngineLimits) -> list[tuple[int, int]]:
+    """(ep, etp) for an MoE model (Strategy._validate_experts): ep divides the routed experts,
+    etp the expert FFN width and stays within a node, and ep*etp divides the tp*cp*dp ranks
+    the experts are drawn from; the engine's fixed rules (etp tied to tp, no biased
+    tensor-parallel experts) apply here, the ZeRO-dependent one per member. (1, 1) for dense."""
+    moe = model.arch.moe
+    if moe is None:
+        return [(1, 1)]
+    ranks = tp * cp * dp
+    options = []
+    for etp in divisors(gpus_per_node):
+        if moe.expert_ffn_hidden % etp or ranks % etp:
+            continue
+        for ep in divisors(ranks // etp):
+            if moe.routed_experts % ep:
+                continue
+            if (ep > 1 or etp > 1) and not limits.expert_parallel:
+                continue
+            if limits.expert_tensor_parallel == "tp_without_ep" and etp != (tp if ep == 1 else 1):
+                continue
+            if etp > 1 and model.arch.linear_bias and not limits.expert_tensor_parallel_bias:
+                continue
+            options.append((ep, etp))
+    return options
+
+
+def expert_member_ok(st: Strategy, model: ModelSpec, limits: EngineLimits) -> bool:
+    """The ZeRO-dependent engine rule: ep within the sharded ranks cp*tp*(dp if ZeRO > 0)."""
+    if model.arch.moe is None or not limits.expert_parallel_from_shards:
+        return True
+    return (st.cp * st.tp * (st.dp if st.zero > 0 else 1)) % st.ep == 0
 
 
 def outer_candidates(model: ModelSpec, cluster: ClusterSpec, limits: EngineLimits,
@@ -141,8 +180,13 @@ def outer_candidates(model: ModelSpec, cluster: ClusterSpec, limits: EngineLimit
                 m = model.training.global_batch // (dp * mbs)
                 for vpp in virtual_stage_counts(model, pp, m, limits):
                     for sp in sequence_parallel_options(model, tp, cp, limits):
-                        for zero in zero_stages(dp, cp, pp, limits):
-                            for off_opt, off_params in offload_options(zero, limits):
-                                yield Strategy(dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, mbs=mbs,
-                                               zero=zero, sp=sp, offload_optimizer=off_opt,
-                                               offload_params=off_params)
+                        for ep, etp in expert_parallel_options(model, dp, tp, cp,
+                                                               cluster.gpus_per_node, limits):
+                            for zero in zero_stages(dp, cp, pp, limits):
+                                for off_opt, off_params in offload_options(zero, limits):
+                                    st = Strategy(dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, mbs=mbs,
+                                                  ep=ep, etp=etp, zero=zero, sp=sp,
+                                                  offload_optimizer=off_opt,
+                                                  offload_params=off_params)
+                                    if expert_member_ok(st, model, limits):
+                                        yield st

@@ -41,7 +41,10 @@ INFEASIBLE = float("inf")
 
 def strong_step_lower_bound_s(terms: CandidateTerms, st: Strategy, layers: int,
                               capacity_bytes: float, limits: EngineLimits) -> float:
-    """Lower bound of the candidate's ILP objective (inf when no split can fit)."""
+    """Lower bound of the candidate's ILP objective (inf when no split can fit). MoE candidates
+    (two block kinds) get the split-free bound of planner/bounds.py."""
+    if terms.moe is not None:
+        return sum(step_bound_parts(terms, st, layers).values())
     pp, v = st.pp, st.vpp
     c, b, a = terms.block_none_s, terms.block, terms.acts
     modes = [(b.recompute_full, a.none - a.full, "full"), (b.recompute_selective, a.none - a.selective, "selective")]

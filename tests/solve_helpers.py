@@ -9,7 +9,7 @@ from cost_models.hardware import from_cluster
 from cost_models.terms import candidate_terms
 from planner.loading import load_cluster
 from planner.space import outer_candidates
-from planner.specs import Architecture, ModelSpec, Training
+from planner.specs import Architecture, ModelSpec, MoESpec, Training
 from planner.strategy import StageLayers
 
 
@@ -18,6 +18,15 @@ def tiny_model(layers: int = 4, hidden: int = 512, seq: int = 128, batch: int = 
     arch = Architecture(layers=layers, hidden=hidden, heads=8, kv_heads=4, ffn_hidden=4 * hidden,
                         vocab=4096, mlp="swiglu", norm="rmsnorm")
     return ModelSpec(name="tiny", arch=arch, training=Training(seq_len=seq, global_batch=batch))
+
+
+def tiny_moe_model(layers: int = 4, first_dense: int = 0, batch: int = 8) -> ModelSpec:
+    """A small mixture-of-experts model (4 experts, top-2, a shared expert)."""
+    moe = MoESpec(routed_experts=4, top_k=2, expert_ffn_hidden=1024, shared_ffn_hidden=512,
+                  first_dense_layers=first_dense)
+    arch = Architecture(layers=layers, hidden=512, heads=8, kv_heads=4, ffn_hidden=2048,
+                        vocab=4096, mlp="swiglu", norm="rmsnorm", moe=moe)
+    return ModelSpec(name="tiny-moe", arch=arch, training=Training(seq_len=128, global_batch=batch))
 
 
 def small_cluster(gpus: int = 4):
@@ -44,9 +53,13 @@ def splits(layers: int, pp: int, vpp: int):
 def brute_force(model, cluster, hw, limits):
     """(best step time, strategy, split) over every candidate, split and recompute that fits."""
     best = (float("inf"), None, None)
+    # The search keeps an MoE model's leading dense blocks on the first stage (planner/ilp.py).
+    dense_first = model.arch.moe.first_dense_layers if model.arch.moe else 0
     for st in outer_candidates(model, cluster, limits):
         terms = candidate_terms(model, st, hw)
         for split in splits(model.arch.layers, st.pp, st.vpp):
+            if split[0] < dense_first:
+                continue
             for choice in itertools.product(*(stage_options(n, limits) for n in split)):
                 stages = [StageLayers(n, f, s) for n, (f, s) in zip(split, choice)]
                 if limits.name != "any":

@@ -82,3 +82,25 @@ def test_highs_solve_error_falls_back_to_cbc():
                       host_capacity_bytes=hw.host_mem_bytes_per_gpu, limits=ANY)
     assert ilp.status == "optimal"
     assert evaluate(model, st, hw, terms, list(ilp.stages)).fits
+
+
+def test_cutoff_keeps_a_split_just_below_it():
+    """HiGHS's objective_bound ignores the objective's constant term; the cutoff passed to it is
+    shifted by that constant, so a split 2.5 % below the cutoff is still found (regression:
+    it came back as "cutoff" and the search certified a worse plan)."""
+    model, cluster = tiny_moe(1), small_cluster(4)
+    model = ModelSpec(name=model.name, arch=model.arch,
+                      training=Training(seq_len=128, global_batch=8))
+    st = Strategy(dp=4, ep=4, mbs=2, zero=2)
+    hw = hardware_with_capacity(cluster, 1e12)
+    terms = candidate_terms(model, st, hw)
+    free = solve_split(terms, st, model.arch.layers, capacity_bytes=hw.capacity_bytes,
+                       host_capacity_bytes=hw.host_mem_bytes_per_gpu, limits=ANY)
+    cut = solve_split(terms, st, model.arch.layers, capacity_bytes=hw.capacity_bytes,
+                      host_capacity_bytes=hw.host_mem_bytes_per_gpu, limits=ANY,
+                      cutoff=1.025 * free.objective)
+    assert cut.status == "optimal" and cut.objective == pytest.approx(free.objective, rel=1e-9)
+    below = solve_split(terms, st, model.arch.layers, capacity_bytes=hw.capacity_bytes,
+                        host_capacity_bytes=hw.host_mem_bytes_per_gpu, limits=ANY,
+                        cutoff=0.99 * free.objective)
+    assert below.status == "cutoff"
