@@ -95,10 +95,12 @@ def step_bound_parts(terms: CandidateTerms, st: Strategy, layers: int) -> dict[s
     last_fwd, last_bwd = terms.edge_s(pp - 1, pp) if pp > 1 else (0.0, 0.0)
     first_s, last_s = first_fwd + first_bwd, last_fwd + last_bwd
     if terms.moe is not None:
-        # MoE: every block costs at least the cheaper kind; the step-level DP traffic and
-        # optimizer terms (>= 0) are bounded by 0, since dense and expert states shard apart.
-        c = min(terms.dense.none_s, terms.moe.none_s)
-        total_s = layers * c + first_s + last_s
+        # MoE: d dense blocks and L - d MoE blocks in all; a stage's blocks each cost at least the
+        # cheaper kind present. The step-level DP traffic and optimizer terms (>= 0) are bounded
+        # by 0, since dense and expert states shard over different groups.
+        d = terms.first_dense_layers
+        c = min(terms.dense.none_s, terms.moe.none_s) if d else terms.moe.none_s
+        total_s = d * terms.dense.none_s + (layers - d) * terms.moe.none_s + first_s + last_s
         slowest = total_s if pp == 1 else integer_min_max(layers, pp, v, c, first_s, last_s)
         return {"sum": total_s / v, "slowest": (m - 1.0 / v) * slowest, "p2p": terms.p2p_s,
                 "optimizer": 0.0, "grad": 0.0, "gather": 0.0}
@@ -118,6 +120,14 @@ def step_bound_parts(terms: CandidateTerms, st: Strategy, layers: int) -> dict[s
         grad, gather = gc * most, pc * most
     return {"sum": total_s / v, "slowest": (m - 1.0 / v) * slowest, "p2p": terms.p2p_s,
             "optimizer": terms.optimizer_s_per_param * most, "grad": grad, "gather": gather}
+
+
+def block_kinds(terms: CandidateTerms) -> list:
+    """The kinds of block a candidate's stages can hold: dense, MoE, or both when an MoE model
+    keeps leading dense blocks."""
+    if terms.moe is None:
+        return [terms.dense]
+    return [terms.moe] + ([terms.dense] if terms.first_dense_layers else [])
 
 
 def cheapest_activation_bytes(terms, limits: EngineLimits) -> float:
@@ -143,7 +153,7 @@ def memory_lower_bound_bytes(terms: CandidateTerms, st: Strategy, layers: int,
     state = terms.states.weights + terms.states.grads + terms.states.optimizer
     expert_state = sum((terms.expert_states.weights, terms.expert_states.grads,
                         terms.expert_states.optimizer))
-    kinds = [terms.dense] + ([terms.moe] if terms.moe is not None else [])
+    kinds = block_kinds(terms)
     bases, slopes = [], []
     for i in range(pp):
         fixed = terms.stage_params(i, pp, 0) * state + terms.zero3_buffer_bytes + terms.extra_acts[i]
@@ -161,7 +171,7 @@ def memory_lower_bound_bytes(terms: CandidateTerms, st: Strategy, layers: int,
 def host_lower_bound_bytes(terms: CandidateTerms, st: Strategy, layers: int) -> float:
     """Lower bound of the largest host bytes per GPU: the mean over stages (max >= mean), with
     every block at the cheaper kind's host bytes for an MoE model."""
-    kinds = [terms.dense] + ([terms.moe] if terms.moe is not None else [])
+    kinds = block_kinds(terms)
     per_block = min(k.params * terms.states.host + k.expert_params * terms.expert_states.host
                     for k in kinds)
     edges = (terms.first_params + terms.last_params) * terms.states.host
@@ -195,7 +205,8 @@ def group_memory_lower_bound_bytes(model: ModelSpec, outer: Strategy, *, state_b
     m = outer.micro_batches(model)
     b = block_params(model.arch) / outer.tp
     if model.arch.moe is not None:  # an MoE block's dp-sharded part may be the smaller one
-        b = min(b, moe_block_params(model, outer).dense)
+        moe_b = moe_block_params(model, outer).dense
+        b = min(b, moe_b) if model.arch.moe.first_dense_layers else moe_b
     first_in, last_in = in_flight_microbatches(0, outer, m), in_flight_microbatches(pp - 1, outer, m)
     first_extra = stage_extra_activations(model, outer, 0, first_in)
     last_extra = stage_extra_activations(model, outer, pp - 1, last_in) if pp > 1 else 0.0

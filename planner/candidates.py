@@ -101,13 +101,16 @@ class Cache:
         if key not in self._shapes:
             probe = Strategy(tp=tp, cp=cp, mbs=mbs, sp=sp, ep=ep, etp=etp)
             kinds = [(block_times(self.model, probe, self.hw), block_activations(self.model, probe))]
-            if self.model.arch.moe is not None:
-                kinds.append((moe_block_times(self.model, probe, self.hw),
-                              moe_block_activations(self.model, probe)))
+            moe = self.model.arch.moe
+            if moe is not None:
+                moe_kind = (moe_block_times(self.model, probe, self.hw),
+                            moe_block_activations(self.model, probe))
+                kinds = [moe_kind] + (kinds if moe.first_dense_layers else [])
             modes = ("none", *self.limits.recompute_modes)
             act_min = min(getattr(acts, mode) for _, acts in kinds for mode in modes)
             block_s = min(times.fwd + times.bwd for times, _ in kinds)
-            self._shapes[key] = (kinds[0][0], edge_times(self.model, probe, self.hw), act_min, block_s)
+            dense_times = block_times(self.model, probe, self.hw)
+            self._shapes[key] = (dense_times, edge_times(self.model, probe, self.hw), act_min, block_s)
         return self._shapes[key]
 
     def min_state_parts(self, dp: int, cp: int) -> tuple[float, float, float]:
