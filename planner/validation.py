@@ -16,7 +16,7 @@ from typing import Any
 
 from cost_models.breakdown import CostBreakdown, StageCost
 from cost_models.flops import padded_vocab
-from cost_models.memory import optimizer_bytes_per_param, stage_params, state_bytes_per_param
+from cost_models.memory import stage_params, state_bytes_per_param
 from cost_models.hardware import Hardware
 from planner.errors import EnvironmentProblem, InputError
 from planner.plan import Plan
