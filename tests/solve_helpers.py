@@ -76,3 +76,22 @@ def brute_force(model, cluster, hw, limits):
 def hardware_with_capacity(cluster, capacity_bytes: float):
     """The cluster's hardware with a different usable HBM capacity."""
     return replace(from_cluster(cluster), capacity_bytes=capacity_bytes)
+
+
+def check_against_brute_force(model, cluster, hw, limits, rel: float = 1e-6):
+    """solve's best equals `brute_force`'s (or both find nothing); returns the search result,
+    or None when nothing fits."""
+    import pytest
+
+    from planner.search import SearchOptions, search
+
+    want, _, _ = brute_force(model, cluster, hw, limits)
+    got = search(model, cluster, hw, SearchOptions(limits=limits, top_k=0))
+    if want == float("inf"):
+        assert got.best is None and got.status == "infeasible"
+        return None
+    assert got.status == "optimal"
+    assert got.best.cost.fits
+    assert got.best.objective == pytest.approx(want, rel=rel)
+    assert not limits.violations(got.best.strategy, model)
+    return got

@@ -8,9 +8,8 @@ from dataclasses import replace
 import pytest
 
 from cost_models.hardware import from_cluster
-from planner.search import SearchOptions, search
 from planner.targets import ANY, TARGETS
-from solve_helpers import brute_force, hardware_with_capacity, small_cluster, tiny_model
+from solve_helpers import check_against_brute_force, hardware_with_capacity, small_cluster, tiny_model
 
 REL = 1e-6
 
@@ -22,16 +21,7 @@ def _instances():
 
 
 def _check(model, cluster, hw, limits=ANY):
-    want, _, _ = brute_force(model, cluster, hw, limits)
-    got = search(model, cluster, hw, SearchOptions(limits=limits, top_k=0))
-    if want == float("inf"):
-        assert got.best is None and got.status == "infeasible"
-        return None
-    assert got.status == "optimal"
-    assert got.best.cost.fits
-    assert got.best.objective == pytest.approx(want, rel=REL)
-    assert not limits.violations(got.best.strategy, model)
-    return got
+    return check_against_brute_force(model, cluster, hw, limits, rel=REL)
 
 
 @pytest.mark.parametrize("model", _instances(), ids=["a", "b"])

@@ -25,9 +25,9 @@ from planner.runtime.launch import RunRequest, launch  # noqa: E402
 from planner.runtime.reference import reference_losses  # noqa: E402
 from planner.strategy import Strategy  # noqa: E402
 from planner.validation import compare, runtime_model  # noqa: E402
+from validate_helpers import assert_memory_matches  # noqa: E402
 
 STEPS, WARMUP = 1, 3
-PEAK_BOUND_PCT = 25.0
 LOSS_RTOL = 2e-5
 
 PLANS = {
@@ -60,14 +60,7 @@ def test_expert_parallel_loss_matches_single_process(runs):
 @pytest.mark.parametrize("name", list(PLANS))
 def test_expert_parallel_memory_matches_prediction(runs, name):
     model, cluster, results = runs
-    st = PLANS[name]
-    rows = compare(model, st, estimate(model, cluster, st), results[name], time_comparable=False)
-    by_key = {}
-    for row in rows:
-        by_key.setdefault(row["quantity"], []).append(row["error_pct"])
-    for key in ("weights", "grads", "optimizer"):
-        assert max(abs(e) for e in by_key[key]) < 5.0, (key, by_key[key])
-    assert max(abs(e) for e in by_key["peak"]) < PEAK_BOUND_PCT, by_key["peak"]
+    assert_memory_matches(model, cluster, PLANS[name], results[name])
 
 
 @pytest.mark.slow
