@@ -47,6 +47,8 @@ class Case:
     measured_step_s: float | None
     measured_layer_ms: tuple[float, float] | None
     """(forward, backward) per-layer milliseconds (Korthikanti Table 4)."""
+    common: dict
+    """Strategy fields the source states (all but micro-batch and recompute)."""
 
 
 def load_records(path: Path = DATA) -> list[dict]:
@@ -119,9 +121,7 @@ def to_case(rec: dict) -> Case:
     other = rec["measured"].get("other") or {}
     if "per_layer_forward_ms" in other:
         layer_ms = (other["per_layer_forward_ms"], other["per_layer_backward_ms"])
-    case = Case(rec, model, cluster, nodes, strategy, _measured_step_s(rec, model), layer_ms)
-    case.common = common
-    return case
+    return Case(rec, model, cluster, nodes, strategy, _measured_step_s(rec, model), layer_ms, common)
 
 
 def choose_unstated(case: Case):
