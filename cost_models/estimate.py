@@ -28,16 +28,19 @@ def estimate(model: ModelSpec, cluster: ClusterSpec, strategy: Strategy,
 
 
 def stage_mix(terms: CandidateTerms, start: int, sl: StageLayers) -> list[tuple[BlockKind, StageLayers]]:
-    """The blocks of a stage that begins at block `start`, by kind (dense first, as they come
-    first in an MoE model), with recompute assigned in block order (Megatron's
-    `--recompute-method block`: the first blocks of a stage are the recomputed ones)."""
+    """The blocks of a stage that begins at block `start`, by kind, with recompute assigned in
+    block order (Megatron's `--recompute-method block`: the first blocks of a stage are the
+    recomputed ones, then the selectively recomputed ones)."""
     if terms.moe is None:
         return [(terms.dense, sl)]
-    dense = max(0, min(start + sl.layers, terms.first_dense_layers) - start)
-    full_d = min(sl.full, dense)
-    sel_d = min(sl.selective, dense - full_d)
-    mix = [(terms.dense, StageLayers(dense, full_d, sel_d)),
-           (terms.moe, StageLayers(sl.layers - dense, sl.full - full_d, sl.selective - sel_d))]
+    full_end = start + sl.full
+    sel_end = full_end + sl.selective
+    moe = StageLayers(terms.moe_blocks_before(start + sl.layers) - terms.moe_blocks_before(start),
+                      terms.moe_blocks_before(full_end) - terms.moe_blocks_before(start),
+                      terms.moe_blocks_before(sel_end) - terms.moe_blocks_before(full_end))
+    mix = [(terms.dense, StageLayers(sl.layers - moe.layers, sl.full - moe.full,
+                                     sl.selective - moe.selective)),
+           (terms.moe, moe)]
     return [(kind, part) for kind, part in mix if part.layers]
 
 

@@ -69,6 +69,9 @@ class CandidateTerms:
     """MoE blocks (None for dense models)."""
     first_dense_layers: int
     """Leading blocks that are dense in an MoE model (all blocks for a dense model)."""
+    moe_interval: int
+    """After the leading dense blocks, the last block of every group of this many is MoE
+    (`MoESpec.layer_interval`; 1 for dense models)."""
     edge: EdgeTimes
     states: StateBytes
     """Per-parameter bytes of parameters sharded over dp*cp."""
@@ -147,6 +150,17 @@ class CandidateTerms:
         if stage == pp - 1:
             fwd, bwd = fwd + self.edge.last_fwd, bwd + self.edge.last_bwd
         return fwd, bwd
+
+    def moe_blocks_before(self, index: int) -> int:
+        """MoE blocks among blocks 0 .. index-1 (`MoESpec.moe_layers_before`)."""
+        if self.moe is None:
+            return 0
+        return max(0, index - self.first_dense_layers) // self.moe_interval
+
+    @property
+    def dense_blocks_anywhere(self) -> bool:
+        """Whether an MoE model has dense blocks (leading, or between MoE blocks)."""
+        return self.moe is not None and (self.first_dense_layers > 0 or self.moe_interval > 1)
 
     def stage_params(self, stage: int, pp: int, blocks: float, moe_blocks: float = 0) -> float:
         """dp*cp-sharded parameters held by a GPU of `stage` (before ZeRO)."""
@@ -246,6 +260,7 @@ def candidate_terms(model: ModelSpec, st: Strategy, hw: Hardware, *,
     return CandidateTerms(
         micro_batches=m, dense=dense, moe=moe,
         first_dense_layers=arch.moe.first_dense_layers if arch.moe else arch.layers,
+        moe_interval=arch.moe.layer_interval if arch.moe else 1,
         edge=edge or edge_times(model, st, hw), states=state_bytes_per_param(model, st),
         expert_states=state_bytes_per_param(model, st, shard=n_expert),
         first_params=first, last_params=last, in_flight=in_flight, extra_acts=extra,

@@ -98,9 +98,10 @@ def step_bound_parts(terms: CandidateTerms, st: Strategy, layers: int) -> dict[s
         # MoE: d dense blocks and L - d MoE blocks in all; a stage's blocks each cost at least the
         # cheaper kind present. The step-level DP traffic and optimizer terms (>= 0) are bounded
         # by 0, since dense and expert states shard over different groups.
-        d = terms.first_dense_layers
-        c = min(terms.dense.none_s, terms.moe.none_s) if d else terms.moe.none_s
-        total_s = d * terms.dense.none_s + (layers - d) * terms.moe.none_s + first_s + last_s
+        moe_blocks = terms.moe_blocks_before(layers)
+        c = min(terms.dense.none_s, terms.moe.none_s) if terms.dense_blocks_anywhere else terms.moe.none_s
+        total_s = (layers - moe_blocks) * terms.dense.none_s + moe_blocks * terms.moe.none_s \
+            + first_s + last_s
         slowest = total_s if pp == 1 else integer_min_max(layers, pp, v, c, first_s, last_s)
         return {"sum": total_s / v, "slowest": (m - 1.0 / v) * slowest, "p2p": terms.p2p_s,
                 "optimizer": 0.0, "grad": 0.0, "gather": 0.0}
@@ -127,7 +128,7 @@ def block_kinds(terms: CandidateTerms) -> list:
     keeps leading dense blocks."""
     if terms.moe is None:
         return [terms.dense]
-    return [terms.moe] + ([terms.dense] if terms.first_dense_layers else [])
+    return [terms.moe] + ([terms.dense] if terms.dense_blocks_anywhere else [])
 
 
 def cheapest_activation_bytes(terms, limits: EngineLimits) -> float:
@@ -206,7 +207,7 @@ def group_memory_lower_bound_bytes(model: ModelSpec, outer: Strategy, *, state_b
     b = block_params(model.arch) / outer.tp
     if model.arch.moe is not None:  # an MoE block's dp-sharded part may be the smaller one
         moe_b = moe_block_params(model, outer).dense
-        b = min(b, moe_b) if model.arch.moe.first_dense_layers else moe_b
+        b = min(b, moe_b) if model.arch.moe.has_dense_blocks else moe_b
     first_in, last_in = in_flight_microbatches(0, outer, m), in_flight_microbatches(pp - 1, outer, m)
     first_extra = stage_extra_activations(model, outer, 0, first_in)
     last_extra = stage_extra_activations(model, outer, pp - 1, last_in) if pp > 1 else 0.0

@@ -105,7 +105,7 @@ class Cache:
             if moe is not None:
                 moe_kind = (moe_block_times(self.model, probe, self.hw),
                             moe_block_activations(self.model, probe))
-                kinds = [moe_kind] + (kinds if moe.first_dense_layers else [])
+                kinds = [moe_kind] + (kinds if moe.has_dense_blocks else [])
             modes = ("none", *self.limits.recompute_modes)
             act_min = min(getattr(acts, mode) for _, acts in kinds for mode in modes)
             block_s = min(times.fwd + times.bwd for times, _ in kinds)

@@ -140,30 +140,75 @@ def solve_split(terms: CandidateTerms, st: Strategy, layers: int, *, capacity_by
 def _stage_mixes(prob, terms: CandidateTerms, st: Strategy, n, f, s, big_n: int) -> list[list]:
     """Per stage, (kind, blocks, full, selective) linear expressions per block kind, matching
     `estimate.stage_mix`: a dense model has one kind; an MoE model's d leading dense blocks sit on
-    the first stage ([Constraint] n_0 >= d) and recompute goes to blocks in order, so on stage 0
-    the dense blocks are recomputed first:
-        full_d = min(f_0, d),  sel_d = min(s_0, d - full_d)
-    linearised with two binaries (z: some MoE block is fully recomputed, so full_d = d;
-    w: some MoE block is selectively recomputed, so full_d + sel_d = d)."""
+    the first stage and are recomputed first (`_leading_dense_recompute`); the rest are MoE, or
+    interleaved with dense blocks (`_interleaved_mixes`)."""
     if terms.moe is None:
         return [[(terms.dense, n[i], f[i], s[i])] for i in range(st.pp)]
+    if terms.moe_interval > 1:
+        return _interleaved_mixes(prob, terms, st, n, f, s, big_n)
     d = terms.first_dense_layers
     mixes = [[(terms.moe, n[i], f[i], s[i])] for i in range(st.pp)]
     if d == 0:
         return mixes
+    fd, sd = _leading_dense_recompute(prob, terms, n, f, s, big_n)
+    mixes[0] = [(terms.dense, d, fd, sd), (terms.moe, n[0] - d, f[0] - fd, s[0] - sd)]
+    return mixes
+
+
+def _leading_dense_recompute(prob, terms: CandidateTerms, n, f, s, big_n: int):
+    """(full, selective) among stage 0's d leading dense blocks: recompute goes to blocks in
+    order, so full_d = min(f_0, d) and sel_d = min(s_0, d - full_d), linearised with two
+    binaries (z: a block after them is fully recomputed, so full_d = d; w: one is selectively
+    recomputed, so full_d + sel_d = d). [Constraint] n_0 >= d: they sit on the first stage."""
+    d = terms.first_dense_layers
     prob += n[0] >= d
-    fd = prob.add_variable("full_dense", 0, d, cat="Integer")  # dense blocks fully recomputed
-    sd = prob.add_variable("sel_dense", 0, d, cat="Integer")  # dense blocks selectively recomputed
+    fd = prob.add_variable("full_dense", 0, d, cat="Integer")
+    sd = prob.add_variable("sel_dense", 0, d, cat="Integer")
     z = prob.add_variable("moe_full_used", cat="Binary")
     w = prob.add_variable("moe_sel_used", cat="Binary")
     prob += fd <= f[0]
     prob += sd <= s[0]
     prob += fd + sd <= d
-    prob += f[0] - fd <= big_n * z  # big-M: MoE blocks fully recomputed only when z = 1 ...
-    prob += fd >= d * z  # ... and then every dense block is fully recomputed
-    prob += s[0] - sd <= big_n * w  # MoE blocks selectively recomputed only when w = 1 ...
-    prob += fd + sd >= d * w  # ... and then every dense block is recomputed one way or the other
-    mixes[0] = [(terms.dense, d, fd, sd), (terms.moe, n[0] - d, f[0] - fd, s[0] - sd)]
+    prob += f[0] - fd <= big_n * z
+    prob += fd >= d * z
+    prob += s[0] - sd <= big_n * w
+    prob += fd + sd >= d * w
+    return fd, sd
+
+
+def _interleaved_mixes(prob, terms: CandidateTerms, st: Strategy, n, f, s, big_n: int) -> list[list]:
+    """Stage mixes when one block in every N after the d leading dense blocks is MoE
+    (`estimate.stage_mix`). The MoE blocks among blocks 0..x-1 number floor((x - d) / N) for
+    x >= d, and an integer q with N q <= x - d <= N q + N - 1 is exactly that floor. With the
+    prefix P_i = n_0 + ... + n_{i-1} (>= d for i >= 1) and recompute on a stage's first blocks:
+        moe_i = q(P_{i+1}) - q(P_i),  moe_full_i = q(P_i + f_i) - q(P_i),
+        moe_sel_i = q(P_i + f_i + s_i) - q(P_i + f_i);
+    on stage 0 the same counts run over the blocks after the leading dense ones, whose
+    recompute shares come from `_leading_dense_recompute`. Dense counts are the rest."""
+    d, step, pp = terms.first_dense_layers, terms.moe_interval, st.pp
+    top = big_n * pp // step + 1
+
+    def floor_after_dense(name: str, blocks):
+        """floor(blocks / N) for a non-negative integer expression."""
+        q = prob.add_variable(name, 0, top, cat="Integer")
+        prob.addConstraint(step * q <= blocks)
+        prob.addConstraint(step * q >= blocks - (step - 1))
+        return q
+
+    fd, sd = _leading_dense_recompute(prob, terms, n, f, s, big_n) if d else (0, 0)
+    start = [0] + [floor_after_dense(f"q{i}", pulp.lpSum(n[:i]) - d) for i in range(1, pp)]
+    full_end = [floor_after_dense("r0", f[0] - fd)] + [
+        floor_after_dense(f"r{i}", pulp.lpSum(n[:i]) + f[i] - d) for i in range(1, pp)]
+    sel_end = [floor_after_dense("u0", f[0] - fd + s[0] - sd)] + [
+        floor_after_dense(f"u{i}", pulp.lpSum(n[:i]) + f[i] + s[i] - d) for i in range(1, pp)]
+    layers = big_n + st.vpp * (pp - 1)
+    end = start[1:] + [terms.moe_blocks_before(layers)]
+    mixes = []
+    for i in range(pp):
+        moe = end[i] - start[i]
+        moe_full, moe_sel = full_end[i] - start[i], sel_end[i] - full_end[i]
+        mixes.append([(terms.dense, n[i] - moe, f[i] - moe_full, s[i] - moe_sel),
+                      (terms.moe, moe, moe_full, moe_sel)])
     return mixes
 
 

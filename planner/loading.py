@@ -20,7 +20,8 @@ ARCH_KEYS = ["layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab", "ml
              "tied_embeddings", "learned_positions", "norm", "linear_bias", "dropout", "moe",
              "mla", "hf_config"]
 MOE_KEYS = ["routed_experts", "top_k", "expert_ffn_hidden", "shared_ffn_hidden",
-            "first_dense_layers", "capacity_factor"]
+            "first_dense_layers", "layer_interval", "capacity_factor", "router_dtype",
+            "score_function", "expert_bias", "router_groups", "router_group_top_k"]
 MLA_KEYS = ["q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"]
 TRAINING_KEYS = ["seq_len", "global_batch", "precision", "optimizer", "master_weights_fp32",
                  "grads_fp32", "flash_attention"]
@@ -84,10 +85,15 @@ def _architecture(f: Fields) -> Architecture:
                       expert_ffn_hidden=mf.int("expert_ffn_hidden"),
                       shared_ffn_hidden=mf.int("shared_ffn_hidden", 0, minimum=0),
                       first_dense_layers=mf.int("first_dense_layers", 0, minimum=0),
+                      layer_interval=mf.int("layer_interval", 1),
                       capacity_factor=mf.number("capacity_factor", None) if mf.raw(
-                          "capacity_factor", None) is not None else None)
-        if moe.top_k > moe.routed_experts:
-            raise mf.error("top_k", f"top_k={moe.top_k} exceeds routed_experts={moe.routed_experts}")
+                          "capacity_factor", None) is not None else None,
+                      router_dtype=mf.choice("router_dtype", ("fp32", "bf16"), "fp32"),
+                      score_function=mf.choice("score_function", ("softmax", "sigmoid"), "softmax"),
+                      expert_bias=mf.bool("expert_bias", False),
+                      router_groups=mf.int("router_groups", 1),
+                      router_group_top_k=mf.int("router_group_top_k", 1))
+        _check_moe(moe, f.int("layers"), mf.error)
     if "mla" in f.data:
         lf = f.sub("mla", MLA_KEYS)
         mla = MLASpec(q_lora_rank=lf.int("q_lora_rank", 0, minimum=0), kv_lora_rank=lf.int("kv_lora_rank"),
@@ -102,6 +108,23 @@ def _architecture(f: Fields) -> Architecture:
         norm=f.choice("norm", ("layernorm", "rmsnorm"), "layernorm"),
         linear_bias=f.bool("linear_bias", False), dropout=f.bool("dropout", False), moe=moe,
         mla=mla)
+
+
+def _check_moe(moe: MoESpec, layers: int, error) -> None:
+    """Cross-field rules of an MoE block; `error(key, message, hint)` builds the InputError."""
+    if moe.top_k > moe.routed_experts:
+        raise error("top_k", f"top_k={moe.top_k} exceeds routed_experts={moe.routed_experts}")
+    sparse = layers - moe.first_dense_layers
+    if sparse <= 0:
+        raise error("first_dense_layers", f"first_dense_layers={moe.first_dense_layers} leaves no "
+                    f"MoE block among layers={layers}")
+    if sparse % moe.layer_interval:
+        raise error("layer_interval", f"the {sparse} blocks after the leading dense ones do not form "
+                    f"whole groups of layer_interval={moe.layer_interval}",
+                    "pick an interval dividing layers - first_dense_layers")
+    if moe.routed_experts % moe.router_groups or moe.router_group_top_k > moe.router_groups:
+        raise error("router_groups", f"router_groups={moe.router_groups} must divide routed_experts="
+                    f"{moe.routed_experts} and be >= router_group_top_k={moe.router_group_top_k}")
 
 
 def _training(f: Fields) -> Training:
@@ -160,7 +183,7 @@ def architecture_from_hf(data: Any, *, source: str) -> Architecture:
                             mlp="gelu", tied_embeddings=bool(data.get("tie_word_embeddings", False)),
                             linear_bias=True)
     if kind in _HF_MOE:
-        return _hf_moe(data, kind, need)
+        return _hf_moe(data, kind, need, source)
     if kind in ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo", "olmo2", ""):
         heads = need("num_attention_heads")
         return Architecture(
@@ -178,7 +201,7 @@ def architecture_from_hf(data: Any, *, source: str) -> Architecture:
 _HF_MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3")
 
 
-def _hf_moe(data: dict, kind: str, need) -> Architecture:
+def _hf_moe(data: dict, kind: str, need, source: str) -> Architecture:
     """Mixtral, Qwen2/3-MoE and DeepSeek-V2/V3 config.json files."""
     heads = need("num_attention_heads")
     experts = need("num_local_experts", "num_experts", "n_routed_experts")
@@ -188,20 +211,49 @@ def _hf_moe(data: dict, kind: str, need) -> Architecture:
         shared = int(data.get("shared_expert_intermediate_size") or 0)
     elif kind.startswith("deepseek"):
         shared = int(data.get("n_shared_experts") or 0) * expert_ffn
+    layers = need("num_hidden_layers")
+    first_dense, interval = _hf_moe_layers(data, kind, layers, source)
+    deepseek_v3 = kind == "deepseek_v3"
     moe = MoESpec(routed_experts=experts, top_k=need("num_experts_per_tok"),
                   expert_ffn_hidden=expert_ffn, shared_ffn_hidden=shared,
-                  first_dense_layers=int(data.get("first_k_dense_replace") or 0))
+                  first_dense_layers=first_dense, layer_interval=interval,
+                  score_function="sigmoid" if data.get("scoring_func") == "sigmoid" else "softmax",
+                  expert_bias=deepseek_v3 and data.get("topk_method") == "noaux_tc",
+                  router_groups=int(data.get("n_group") or 1) if kind.startswith("deepseek") else 1,
+                  router_group_top_k=int(data.get("topk_group") or 1) if kind.startswith("deepseek") else 1)
+    _check_moe(moe, layers, lambda key, message, hint=None: InputError(
+        message, source=source, key_path=key, hint=hint))
     mla = None
     if kind.startswith("deepseek"):
         mla = MLASpec(q_lora_rank=int(data.get("q_lora_rank") or 0), kv_lora_rank=need("kv_lora_rank"),
                       qk_nope_head_dim=need("qk_nope_head_dim"),
                       qk_rope_head_dim=need("qk_rope_head_dim"), v_head_dim=need("v_head_dim"))
     return Architecture(
-        layers=need("num_hidden_layers"), hidden=need("hidden_size"), heads=heads,
+        layers=layers, hidden=need("hidden_size"), heads=heads,
         kv_heads=data.get("num_key_value_heads") or heads,
         ffn_hidden=need("intermediate_size"), vocab=need("vocab_size"), mlp="swiglu",
         norm="rmsnorm", tied_embeddings=bool(data.get("tie_word_embeddings", False)),
         linear_bias=kind == "qwen2_moe", moe=moe, mla=mla)
+
+
+def _hf_moe_layers(data: dict, kind: str, layers: int, source: str) -> tuple[int, int]:
+    """(first_dense_layers, layer_interval) of an HF MoE config: DeepSeek's
+    `first_k_dense_replace` + `moe_layer_freq`, Qwen-MoE's `decoder_sparse_step` (MoE where
+    (i + 1) % step == 0) and `mlp_only_layers` (only a leading run of dense blocks is supported)."""
+    if kind.startswith("deepseek"):
+        if int(data.get("moe_layer_freq") or 1) != 1:
+            raise InputError(f"moe_layer_freq={data['moe_layer_freq']} is not supported",
+                             source=source, key_path="moe_layer_freq",
+                             hint="write the moe block in model.yaml (first_dense_layers, layer_interval)")
+        return int(data.get("first_k_dense_replace") or 0), 1
+    interval = int(data.get("decoder_sparse_step") or 1)
+    dense_only = sorted(int(i) for i in data.get("mlp_only_layers") or [])
+    if dense_only and (interval != 1 or dense_only != list(range(len(dense_only)))):
+        raise InputError(f"mlp_only_layers={dense_only} with decoder_sparse_step={interval}: only "
+                         "a leading run of dense blocks is supported", source=source,
+                         key_path="mlp_only_layers",
+                         hint="write the moe block in model.yaml (first_dense_layers, layer_interval)")
+    return len(dense_only), interval
 
 
 def load_device(ref: str | dict, *, source: str = "") -> DeviceSpec:

@@ -23,14 +23,42 @@ class MoESpec:
     shared_ffn_hidden: int = 0
     """Total FFN width of the shared experts every token passes through (0: none)."""
     first_dense_layers: int = 0
-    """The first blocks keep a dense MLP of width `ffn_hidden` (DeepSeek: 3); the rest are MoE."""
+    """The first blocks keep a dense MLP of width `ffn_hidden` (DeepSeek: 3)."""
+    layer_interval: int = 1
+    """After the leading dense blocks, one block in every `layer_interval` is MoE: the last of
+    each group (Llama 4's `interleave_moe_layer_step`, Qwen2-MoE's `decoder_sparse_step`); the
+    others keep the dense MLP. 1: every block after the leading dense ones is MoE."""
     capacity_factor: float | None = None
     """Tokens an expert accepts, relative to a perfectly even share (padding and dropping);
     None is dropless routing."""
+    router_dtype: Literal["fp32", "bf16"] = "fp32"
+    """Precision of the router GEMM and its probabilities (fp32 is Megatron's advice for
+    stable routing; DeepSeek-V3 §3.3.1 keeps the gating in higher precision)."""
+    score_function: Literal["softmax", "sigmoid"] = "softmax"
+    """Router scores: softmax over experts (GShard, Mixtral) or per-expert sigmoid normalised
+    over the chosen k (DeepSeek-V3 §2.1.2)."""
+    expert_bias: bool = False
+    """Auxiliary-loss-free load balancing: a per-expert bias added to the scores for top-k
+    selection only, updated from the observed load (DeepSeek-V3 §2.1.2; Wang et al. 2024)."""
+    router_groups: int = 1
+    """Group-limited routing: experts form this many groups (DeepSeek-V3: 8, one per node)..."""
+    router_group_top_k: int = 1
+    """... and each token picks its k experts among its best `router_group_top_k` groups
+    (DeepSeek-V3: 4), which bounds the nodes a token is sent to. Unused when router_groups = 1."""
 
     def is_moe_layer(self, index: int) -> bool:
         """Whether block `index` (0-based) has an MoE MLP."""
-        return index >= self.first_dense_layers
+        after = index - self.first_dense_layers
+        return after >= 0 and (after + 1) % self.layer_interval == 0
+
+    @property
+    def has_dense_blocks(self) -> bool:
+        """Whether some blocks keep a dense MLP (leading ones, or between MoE blocks)."""
+        return self.first_dense_layers > 0 or self.layer_interval > 1
+
+    def moe_layers_before(self, index: int) -> int:
+        """MoE blocks among blocks 0 .. index-1."""
+        return max(0, index - self.first_dense_layers) // self.layer_interval
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,10 +20,11 @@ def tiny_model(layers: int = 4, hidden: int = 512, seq: int = 128, batch: int = 
     return ModelSpec(name="tiny", arch=arch, training=Training(seq_len=seq, global_batch=batch))
 
 
-def tiny_moe_model(layers: int = 4, first_dense: int = 0, batch: int = 8) -> ModelSpec:
-    """A small mixture-of-experts model (4 experts, top-2, a shared expert)."""
+def tiny_moe_model(layers: int = 4, first_dense: int = 0, batch: int = 8, interval: int = 1) -> ModelSpec:
+    """A small mixture-of-experts model (4 experts, top-2, a shared expert); with interval > 1
+    one block in every `interval` after the leading dense ones is MoE."""
     moe = MoESpec(routed_experts=4, top_k=2, expert_ffn_hidden=1024, shared_ffn_hidden=512,
-                  first_dense_layers=first_dense)
+                  first_dense_layers=first_dense, layer_interval=interval)
     arch = Architecture(layers=layers, hidden=512, heads=8, kv_heads=4, ffn_hidden=2048,
                         vocab=4096, mlp="swiglu", norm="rmsnorm", moe=moe)
     return ModelSpec(name="tiny-moe", arch=arch, training=Training(seq_len=128, global_batch=batch))

@@ -93,9 +93,24 @@ def test_hf_moe_configs(tmp_path):
                 "moe_intermediate_size": 2048, "vocab_size": 129280, "n_routed_experts": 256,
                 "n_shared_experts": 1, "num_experts_per_tok": 8, "first_k_dense_replace": 3,
                 "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
-                "qk_rope_head_dim": 64, "v_head_dim": 128}
+                "qk_rope_head_dim": 64, "v_head_dim": 128, "moe_layer_freq": 1,
+                "scoring_func": "sigmoid", "topk_method": "noaux_tc", "n_group": 8, "topk_group": 4}
     path.write_text(json.dumps(deepseek))
     assert load_model(str(path)).arch == load_model("deepseek-v3").arch
+    qwen = {"model_type": "qwen2_moe", "num_hidden_layers": 24, "hidden_size": 2048,
+            "num_attention_heads": 16, "num_key_value_heads": 16, "intermediate_size": 5632,
+            "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632,
+            "vocab_size": 151936, "num_experts": 60, "num_experts_per_tok": 4,
+            "decoder_sparse_step": 2, "mlp_only_layers": []}
+    path.write_text(json.dumps(qwen))
+    moe = load_model(str(path)).arch.moe
+    assert (moe.first_dense_layers, moe.layer_interval) == (0, 2)
+    assert [moe.is_moe_layer(i) for i in range(4)] == [False, True, False, True]
+    qwen.update(decoder_sparse_step=1, mlp_only_layers=[0, 2])
+    path.write_text(json.dumps(qwen))
+    with pytest.raises(InputError, match="only a leading run of dense blocks") as err:
+        load_model(str(path))
+    assert err.value.key_path == "mlp_only_layers"
 
 
 def test_bad_moe_block_is_an_input_error(tmp_path):
@@ -106,6 +121,17 @@ def test_bad_moe_block_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="top_k=8 exceeds routed_experts=4") as err:
         load_model(str(path))
     assert err.value.key_path == "architecture.moe.top_k"
+
+
+def test_layer_interval_must_form_whole_groups(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("name: m\narchitecture: {layers: 7, hidden: 64, heads: 4, ffn_hidden: 128,"
+                    " vocab: 100, moe: {routed_experts: 4, top_k: 2, expert_ffn_hidden: 32,"
+                    " first_dense_layers: 1, layer_interval: 4}}\n"
+                    "training: {seq_len: 64, global_batch: 8}\n")
+    with pytest.raises(InputError, match="6 blocks after the leading dense ones") as err:
+        load_model(str(path))
+    assert err.value.key_path == "architecture.moe.layer_interval"
 
 
 def test_first_dense_layers_land_on_the_first_stage():

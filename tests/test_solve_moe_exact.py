@@ -16,9 +16,10 @@ def _check(model, cluster, hw, limits=ANY):
     return check_against_brute_force(model, cluster, hw, limits, rel=REL)
 
 
-@pytest.mark.parametrize("first_dense", [0, 1])
-def test_moe_memory_not_binding_and_binding(first_dense):
-    model, cluster = tiny_moe_model(first_dense=first_dense), small_cluster()
+@pytest.mark.parametrize("first_dense, layers, interval", [(0, 4, 1), (1, 4, 1), (0, 4, 2)])
+def test_moe_memory_not_binding_and_binding(first_dense, layers, interval):
+    model = tiny_moe_model(layers=layers, first_dense=first_dense, interval=interval)
+    cluster = small_cluster()
     free = _check(model, cluster, from_cluster(cluster))
     assert free.best.strategy.ep >= 1
     capacity = 0.5 * free.best.cost.peak_memory_bytes

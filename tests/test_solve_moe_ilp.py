@@ -16,10 +16,10 @@ from planner.targets import ANY
 from tests.solve_helpers import hardware_with_capacity, small_cluster, splits, stage_options
 
 
-def tiny_moe(first_dense: int) -> ModelSpec:
+def tiny_moe(first_dense: int, interval: int = 1, layers: int = 5) -> ModelSpec:
     moe = MoESpec(routed_experts=4, top_k=2, expert_ffn_hidden=1024, shared_ffn_hidden=512,
-                  first_dense_layers=first_dense)
-    arch = Architecture(layers=5, hidden=512, heads=8, kv_heads=4, ffn_hidden=2048, vocab=4096,
+                  first_dense_layers=first_dense, layer_interval=interval)
+    arch = Architecture(layers=layers, hidden=512, heads=8, kv_heads=4, ffn_hidden=2048, vocab=4096,
                         mlp="swiglu", norm="rmsnorm", moe=moe)
     return ModelSpec(name="tiny-moe", arch=arch, training=Training(seq_len=256, global_batch=8))
 
@@ -38,15 +38,16 @@ def brute_force(model, st, hw, terms):
     return best
 
 
-@pytest.mark.parametrize("first_dense", [0, 2])
+@pytest.mark.parametrize("first_dense, interval, layers", [(0, 1, 5), (2, 1, 5), (1, 2, 5), (0, 3, 6)],
+                         ids=["all-moe", "2-dense-first", "1-dense-then-every-2nd", "every-3rd"])
 @pytest.mark.parametrize("capacity_share", [1.5, 0.97, 0.35, 0.2])
 @pytest.mark.parametrize("st", [
     Strategy(dp=2, pp=2, ep=2, zero=1, mbs=2),
     Strategy(dp=1, pp=4, zero=0, mbs=1),
     Strategy(dp=4, pp=1, ep=4, zero=3, mbs=1),
 ], ids=lambda s: s.describe())
-def test_moe_ilp_equals_brute_force(first_dense, capacity_share, st):
-    model = tiny_moe(first_dense)
+def test_moe_ilp_equals_brute_force(first_dense, interval, layers, capacity_share, st):
+    model = tiny_moe(first_dense, interval, layers)
     cluster = small_cluster(4)
     st.validate(model, cluster)
     base = hardware_with_capacity(cluster, 1e12)
