@@ -58,6 +58,11 @@ CASES: dict[str, tuple[str, str, dict]] = {
     "moe-deepseek-fsdp-ep": ("deepseek-v3", "dgx-h100-32n",
                              dict(dp=32, pp=8, ep=32, zero=3, recompute="full",
                                   stage_layers=(7, 8, 8, 8, 8, 8, 8, 6))),
+    # Llama 4 Maverick: dense and MoE blocks alternate; 128 experts over ep=8, 48 layers on 4
+    # stages (whole dense+MoE pairs, first and last stage lighter).
+    "moe-llama4-interleaved": ("llama4-maverick", "dgx-h100-16n",
+                               dict(dp=4, tp=8, pp=4, ep=8, etp=1, sp=True, zero=1,
+                                    recompute="full", stage_layers=(10, 14, 14, 10))),
 }
 
 

@@ -16,7 +16,7 @@ from planner.strategy import Strategy
 
 CASES = ["gpt-dense", "gpt-dense-fp8", "gpt-pp-fp16", "gpt-pp", "llama-gqa-selective", "pp-first-last", "pp-any-split-zero1",
          "vpp-even", "vpp-uneven-block", "cp", "zero1-offload", "moe-mixtral-ep",
-         "moe-mixtral-capacity", "moe-top1", "moe-deepseek-ep-etp"]
+         "moe-mixtral-capacity", "moe-top1", "moe-deepseek-ep-etp", "moe-llama4-interleaved"]
 ENV = {"MEGATRON_LM_DIR": "/opt/Megatron-LM", "DATA_PATH": "/data/corpus_text_document",
        "TOKENIZER_MODEL": "meta-llama/Llama-3.1-8B"}
 
@@ -124,8 +124,14 @@ def _check_experts(p, args, config):
     assert config.moe_grouped_gemm and config.moe_token_dispatcher_type == "alltoall"
     assert config.moe_expert_capacity_factor == moe.capacity_factor
     assert config.moe_pad_expert_input_to_capacity == (moe.capacity_factor is not None)
-    assert config.moe_router_load_balancing_type == "aux_loss" and config.moe_aux_loss_coeff > 0
-    assert config.moe_router_pre_softmax == (moe.top_k == 1)
+    assert config.moe_router_dtype == moe.router_dtype
+    assert config.moe_router_score_function == moe.score_function
+    assert config.moe_router_enable_expert_bias == moe.expert_bias
+    assert (config.moe_router_num_groups or 1, config.moe_router_group_topk or 1) == (
+        moe.router_groups, moe.router_group_top_k)
+    balance = "seq_aux_loss" if moe.expert_bias else "aux_loss"
+    assert config.moe_router_load_balancing_type == balance and config.moe_aux_loss_coeff > 0
+    assert config.moe_router_pre_softmax == (moe.top_k == 1 and moe.score_function == "softmax")
 
 
 def test_block_recompute_counts_per_chunk(tmp_path):

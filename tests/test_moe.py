@@ -19,6 +19,7 @@ from planner.strategy import Strategy
     ("mixtral-8x7b", 46.7, 12.9, 0.01),        # Jiang et al. 2024 §2
     ("mixtral-8x22b", 141.0, 39.0, 0.01),      # Mistral AI model card
     ("qwen2-57b-a14b", 57.0, 14.0, 0.02),      # Qwen2 report (rounded to whole billions)
+    ("llama4-maverick", 400.0, 17.0, 0.015),   # Meta model card (rounded to whole billions)
 ])
 def test_moe_parameter_counts_match_published(name, total_b, active_b, rel):
     model = load_model(name)

@@ -112,8 +112,11 @@ def _attention(plan: Plan) -> list[tuple[str, ...]]:
 def _experts(plan: Plan) -> list[tuple[str, ...]]:
     """The MoE block. Dispatch is all-to-all (the planner's cost model); routing is dropless unless
     the model sets a capacity factor, then tokens are dropped and padded to capacity (what the
-    memory model charges). The router runs in fp32 with the GShard aux loss at 1e-2 (Megatron's
-    recommended start; DeepSeek-V3's aux-loss-free bias routing is a recipe choice to edit in)."""
+    memory model charges). The layer pattern is written out as Megatron's list expression. The
+    router follows the model's moe block (dtype, score function, group-limited routing); load
+    balancing is the GShard aux loss at 1e-2 (Megatron's recommended start), or, with
+    `expert_bias`, the auxiliary-loss-free bias plus DeepSeek-V3's small sequence-wise loss
+    (§2.1.2: alpha = 1e-4)."""
     arch = plan.model.arch
     moe = arch.moe
     if moe is None:
@@ -122,13 +125,23 @@ def _experts(plan: Plan) -> list[tuple[str, ...]]:
              ("--moe-ffn-hidden-size", _q(moe.expert_ffn_hidden))]
     if moe.shared_ffn_hidden:
         flags.append(("--moe-shared-expert-intermediate-size", _q(moe.shared_ffn_hidden)))
-    if moe.first_dense_layers:
-        dense, sparse = moe.first_dense_layers, arch.layers - moe.first_dense_layers
-        flags.append(("--moe-layer-freq", _q(f"([0]*{dense}+[1]*{sparse})")))
+    if moe.has_dense_blocks:
+        dense, step = moe.first_dense_layers, moe.layer_interval
+        groups = (arch.layers - dense) // step
+        group = "[1]" if step == 1 else f"([0]*{step - 1}+[1])"
+        flags.append(("--moe-layer-freq", _q(f"([0]*{dense}+{group}*{groups})")))
     flags += [("--moe-grouped-gemm",), ("--moe-token-dispatcher-type", "alltoall"),
-              ("--moe-router-dtype", "fp32"), ("--moe-router-load-balancing-type", "aux_loss"),
-              ("--moe-aux-loss-coeff", "1e-2")]
-    if moe.top_k == 1:  # a softmax over one chosen expert is 1: take it before the top-k
+              ("--moe-router-dtype", moe.router_dtype),
+              ("--moe-router-score-function", moe.score_function)]
+    if moe.router_groups > 1:
+        flags += [("--moe-router-num-groups", _q(moe.router_groups)),
+                  ("--moe-router-group-topk", _q(moe.router_group_top_k))]
+    if moe.expert_bias:
+        flags += [("--moe-router-enable-expert-bias",),
+                  ("--moe-router-load-balancing-type", "seq_aux_loss"), ("--moe-aux-loss-coeff", "1e-4")]
+    else:
+        flags += [("--moe-router-load-balancing-type", "aux_loss"), ("--moe-aux-loss-coeff", "1e-2")]
+    if moe.top_k == 1 and moe.score_function == "softmax":  # softmax over one chosen expert is 1
         flags.append(("--moe-router-pre-softmax",))
     if moe.capacity_factor is not None:
         flags += [("--moe-expert-capacity-factor", _q(moe.capacity_factor)),

@@ -11,7 +11,7 @@ NNODES=${NNODES:-8}
 NPROC_PER_NODE=${NPROC_PER_NODE:-8}
 MASTER_ADDR=${MASTER_ADDR:-localhost}
 MASTER_PORT=${MASTER_PORT:-29500}
-RDZV_ID=${RDZV_ID:-fmplan-1c4da43ae5865c26}
+RDZV_ID=${RDZV_ID:-fmplan-182ba9d029b5f237}
 MEGATRON_LM_DIR=${MEGATRON_LM_DIR:?set MEGATRON_LM_DIR: a Megatron-LM checkout (holds pretrain_gpt.py)}
 DATA_PATH=${DATA_PATH:?set DATA_PATH: Megatron indexed dataset prefix (path without .bin/.idx)}
 TOKENIZER_MODEL=${TOKENIZER_MODEL:?set TOKENIZER_MODEL: Hugging Face tokenizer name or directory}
@@ -55,6 +55,7 @@ ARGS=(
   --moe-grouped-gemm
   --moe-token-dispatcher-type alltoall
   --moe-router-dtype fp32
+  --moe-router-score-function softmax
   --moe-router-load-balancing-type aux_loss
   --moe-aux-loss-coeff 1e-2
   --moe-router-pre-softmax
