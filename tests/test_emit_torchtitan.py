@@ -99,9 +99,13 @@ def _moe(model) -> MoESpec | None:
     assert moe_layers == list(range(moe_layers[0], len(model.layers)))  # dense first, then MoE
     moe = model.layers[moe_layers[0]].moe
     shared = moe.shared_experts.w1.out_features if moe.shared_experts else 0
-    return MoESpec(routed_experts=moe.num_experts, top_k=moe.router.top_k,
+    router = moe.router
+    return MoESpec(routed_experts=moe.num_experts, top_k=router.top_k,
                    expert_ffn_hidden=moe.routed_experts.inner_experts.hidden_dim,
-                   shared_ffn_hidden=shared, first_dense_layers=moe_layers[0])
+                   shared_ffn_hidden=shared, first_dense_layers=moe_layers[0],
+                   score_function=router.score_func, expert_bias=moe.load_balance_coeff is not None,
+                   router_groups=router.num_expert_groups or 1,
+                   router_group_top_k=router.num_limited_groups or 1)
 
 
 def _mla(attention) -> MLASpec | None:

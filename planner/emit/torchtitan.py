@@ -41,20 +41,24 @@ KNOWN_MODELS = (
     KnownModel(name="deepseek_v3:deepseek_v3_16b", layers=27, hidden=2048, heads=16, kv_heads=16,
                ffn_hidden=10944, vocab=102400, mlp="swiglu",
                moe=MoESpec(routed_experts=64, top_k=6, expert_ffn_hidden=1408,
-                           shared_ffn_hidden=2816, first_dense_layers=1),
+                           shared_ffn_hidden=2816, first_dense_layers=1, expert_bias=True),
                mla=MLASpec(q_lora_rank=0, kv_lora_rank=512, qk_nope_head_dim=128,
                            qk_rope_head_dim=64, v_head_dim=128)),
     KnownModel(name="deepseek_v3:deepseek_v3_671b", layers=61, hidden=7168, heads=128,
                kv_heads=128, ffn_hidden=18432, vocab=129280, mlp="swiglu",
                moe=MoESpec(routed_experts=256, top_k=8, expert_ffn_hidden=2048,
-                           shared_ffn_hidden=2048, first_dense_layers=3),
+                           shared_ffn_hidden=2048, first_dense_layers=3,
+                           score_function="sigmoid", expert_bias=True, router_groups=8,
+                           router_group_top_k=4),
                mla=MLASpec(q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128,
                            qk_rope_head_dim=64, v_head_dim=128)),
 )
 """`module:config` of torchtitan 0.3.0's config registries, with the shapes they build (checked
 against torchtitan's registry in the tests). `llama3_405b` and `deepseek_v3_671b_float8` are left
 out: they train with float8 linears (torchao), not the bf16 the planner costs. The DeepSeek-V3
-configs are dropless MoE with multi-head latent attention (kv_heads = heads). Qwen3-MoE
+configs are dropless MoE with multi-head latent attention (kv_heads = heads) and balance experts
+with the auxiliary-loss-free bias (`load_balance_coeff` 1e-3); 671B routes with sigmoid scores
+over 8 groups, 4 per token, like DeepSeek-V3 itself. Qwen3-MoE
 (`qwen3_30b_a3b`) is left out: its head width (128) is not hidden/heads, which the planner's
 architecture cannot state."""
 
