@@ -2,8 +2,11 @@
 
 Ring algorithms (Thakur, Rabenseifner & Gropp 2005; NCCL's ring): with n ranks and a buffer of
 S bytes, all-reduce moves 2(n-1)/n * S per rank in 2(n-1) steps; all-gather and reduce-scatter
-move (n-1)/n * S in n-1 steps (S is the full, gathered size); all-to-all moves (n-1)/n * S.
-Each step costs the tier's latency alpha; bytes cost 1/beta of the tier's achievable bandwidth.
+move (n-1)/n * S in n-1 steps (S is the full, gathered size). All-to-all moves (n-1)/n * S in one
+step: NCCL runs it as grouped point-to-point sends and receives to every peer at once, so it pays
+one latency, and a group spanning nodes moves its intra-node share over NVLink while the rest
+crosses the NICs (`all_to_all_time_s`). Each step costs the tier's latency alpha; bytes cost
+1/beta of the tier's achievable bandwidth.
 
 Placement (DESIGN.md): ranks are laid out tp innermost, then cp, dp, pp. A group of n ranks at
 stride `stride` stays inside a node when stride * n <= GPUs per node; otherwise it crosses nodes
@@ -35,11 +38,31 @@ def collective_time_s(kind: Collective, nbytes: float, size: int, link: Link) ->
     n = size
     if kind == "all_reduce":
         return 2 * (n - 1) * link.latency_s + 2 * (n - 1) / n * nbytes / link.bandwidth_Bps
-    if kind in ("all_gather", "reduce_scatter", "all_to_all"):
+    if kind in ("all_gather", "reduce_scatter"):
         return (n - 1) * link.latency_s + (n - 1) / n * nbytes / link.bandwidth_Bps
+    if kind == "all_to_all":
+        return link.latency_s + (n - 1) / n * nbytes / link.bandwidth_Bps
     if kind == "p2p":
         return link.latency_s + nbytes / link.bandwidth_Bps
     raise ValueError(f"unknown collective {kind!r}")
+
+
+def all_to_all_time_s(hw: Hardware, nbytes: float, size: int, stride: int,
+                      inter_bytes: float | None = None) -> float:
+    """All-to-all of `nbytes` per rank (its whole send buffer, 1/size of it to each rank) over
+    `size` ranks at `stride`. Inside a node it is `collective_time_s`. Across nodes each node
+    holds g = GPUs per node / stride of the ranks: (g-1)/n of the buffer goes over NVLink while
+    (n-g)/n crosses the GPU's NIC, concurrently, so the slower of the two sets the time.
+    `inter_bytes` overrides the bytes that cross nodes (a dispatcher that sends a token once per
+    destination node sends less than (n-g)/n of the buffer)."""
+    if size <= 1 or nbytes <= 0:
+        return 0.0
+    if stride * size <= hw.gpus_per_node:
+        return collective_time_s("all_to_all", nbytes, size, hw.intra)
+    local = max(1, hw.gpus_per_node // stride)
+    crossing = (size - local) / size * nbytes if inter_bytes is None else inter_bytes
+    return hw.inter.latency_s + max((local - 1) / size * nbytes / hw.intra.bandwidth_Bps,
+                                    crossing / hw.inter.bandwidth_Bps)
 
 
 OVERLAP_CONTENTION = 0.3

@@ -61,10 +61,24 @@ def test_all_to_all_volume_per_token_matches_hand_computation():
     tokens = model.training.seq_len
     per_gpu_bytes = tokens * model.arch.moe.top_k * model.arch.hidden * 2
     one = comm.collective_time_s("all_to_all", per_gpu_bytes, 8, hw.intra)
-    assert one == pytest.approx(7 * hw.intra.latency_s + 7 / 8 * per_gpu_bytes / hw.intra.bandwidth_Bps)
+    assert one == pytest.approx(hw.intra.latency_s + 7 / 8 * per_gpu_bytes / hw.intra.bandwidth_Bps)
     times = moe_block_times(model, st, hw)
     assert times.fwd_ep == pytest.approx(2 * one) and times.bwd_ep == pytest.approx(2 * one)
     assert routed_rows(model, st) == pytest.approx(tokens * 2 * MOE_LOAD_IMBALANCE)
+
+
+def test_all_to_all_across_nodes_splits_nvlink_and_nic_traffic():
+    """ep=32 over 4 nodes: 7/32 of the buffer to node peers over NVLink, 24/32 over the NIC,
+    concurrently; the NIC share sets the time (one latency: all sends are posted at once)."""
+    hw = from_cluster(load_cluster("dgx-h100-4n"))
+    nbytes = 1e9
+    got = comm.all_to_all_time_s(hw, nbytes, 32, 1)
+    assert got == pytest.approx(hw.inter.latency_s + 24 / 32 * nbytes / hw.inter.bandwidth_Bps)
+    assert comm.all_to_all_time_s(hw, nbytes, 32, 1, inter_bytes=0.5 * nbytes) == pytest.approx(
+        hw.inter.latency_s + max(7 / 32 * nbytes / hw.intra.bandwidth_Bps,
+                                 0.5 * nbytes / hw.inter.bandwidth_Bps))
+    assert comm.all_to_all_time_s(hw, nbytes, 8, 1) == comm.collective_time_s(
+        "all_to_all", nbytes, 8, hw.intra)
 
 
 def test_memory_decreases_with_expert_parallelism():
