@@ -220,7 +220,7 @@ def check_runnable(st: Strategy, model: ModelSpec | None = None) -> None:
         raise InputError(f"the validation runtime builds GQA attention; {model.name} uses "
                          "multi-head latent attention", key_path="model.architecture.mla")
     if model is not None and model.arch.moe is not None:
-        _check_moe_runnable(st)
+        _check_moe_runnable(model, st)
     if st.cp > 1:
         raise InputError(f"the validation runtime does not run context parallelism (cp={st.cp})",
                          key_path="strategy.cp", hint="validate the plan with cp folded into dp")
@@ -229,9 +229,16 @@ def check_runnable(st: Strategy, model: ModelSpec | None = None) -> None:
                          f"which needs zero >= 2, got zero={st.zero}", key_path="strategy.zero")
 
 
-def _check_moe_runnable(st: Strategy) -> None:
+def _check_moe_runnable(model: ModelSpec, st: Strategy) -> None:
     """Routed experts stay outside DDP and FSDP2 (their gradients are reduced over the expert
-    data-parallel group by hand), so their states are sharded by the ZeRO-1 optimizer at most."""
+    data-parallel group by hand), so their states are sharded by the ZeRO-1 optimizer at most;
+    routing is dropless."""
+    capacity = model.arch.moe.capacity_factor
+    if capacity is not None:
+        raise InputError(f"the validation runtime routes dropless; {model.name} sets "
+                         f"capacity_factor={capacity}, whose padded expert buffers it does not build",
+                         key_path="model.architecture.moe.capacity_factor",
+                         hint="validate the plan with capacity_factor unset (dropless)")
     if st.zero > 1:
         raise InputError(f"the validation runtime runs MoE models with zero <= 1, got zero={st.zero}",
                          key_path="strategy.zero",
