@@ -176,7 +176,7 @@ def reduce_dense_grads(modules: list[nn.Module], dp_group: dist.ProcessGroup, dp
 
 
 def build_optimizer(modules: list[nn.Module], st: Strategy, dp_mesh: DeviceMesh | None,
-                    expert_dp_group=None) -> torch.optim.Optimizer:
+                    expert_dp_group: dist.ProcessGroup | None = None) -> torch.optim.Optimizer:
     """Adam over the parameters of `modules`; under ZeRO-1 `zero.ShardedAdam`, which shards the
     dense parameters' states over dp and the routed experts' over `expert_dp_group`.
 

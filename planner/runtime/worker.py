@@ -2,9 +2,9 @@
 
 JOB is a JSON file written by `planner.runtime.launch`: the runs (each a model mapping and a
 resolved strategy, already adapted to the runtime), device, steps, output folder and, optionally,
-a folder for the final parameters (`states_dir`). All runs
-share one process group (one torchrun launch); each builds its own device mesh. Every rank
-writes `<out>/<run id>/rank<r>.json` with its losses, step times and memory.
+a folder for the final parameters (`states_dir`). All runs share one process group (one torchrun
+launch); each builds its own device meshes. Every rank writes `<out>/<run id>/rank<r>.json` with
+its losses, step times and memory.
 """
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ class Trainer:
     device: torch.device
     """Where this rank computes."""
     modules: list[nn.Module]
-    """This rank's model chunks (one, or vpp under interleaved PP), wrapped for data parallelism."""
+    """This rank's model chunks (one, or vpp under interleaved PP), as `apply_data_parallel`
+    returned them (wrapped, or as is where gradients are reduced by `reducers`)."""
     optimizer: torch.optim.Optimizer
     """Adam over this rank's parameters (`zero.ShardedAdam` under ZeRO-1)."""
     schedule: Schedule1F1B | ScheduleInterleaved1F1B | None
