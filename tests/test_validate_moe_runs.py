@@ -8,7 +8,8 @@ routed-expert split.
 2 processes: ep=2 over dp=2 (each rank holds 2 of the 4 experts; expert data parallel 1), the
 same with full recompute (the exchanges rerun in the backward), ep=1 over dp=2 under ZeRO-1
 (every rank holds all experts; their gradients are all-reduced over the expert data-parallel
-group of 2, their optimizer states sharded over it, the dense ones over dp); tp=2 with ep=2 (the tensor-parallel ranks route their sequence shards to each other's
+group of 2, their optimizer states sharded over it, the dense ones over dp); tp=2 with ep=2 and
+2-sequence micro-batches (the tensor-parallel ranks route their sequence shards to each other's
 experts) and pp=2 (MoE blocks in a 1F1B pipeline).
 4 processes: dp=2 x tp=2 with ep=2 and etp=2 under ZeRO-1 (dispatch over ep, then gather and
 reduce-scatter over the etp pair that splits each expert; dense gradients averaged over dp by
@@ -43,7 +44,7 @@ PLANS = {
     "ep2": Strategy(dp=2, ep=2),
     "ep2_recompute": Strategy(dp=2, ep=2, recompute="full"),
     "ep1_zero1": Strategy(dp=2, ep=1, zero=1),
-    "tp2_ep2": Strategy(tp=2, sp=True, ep=2),
+    "tp2_ep2": Strategy(tp=2, sp=True, ep=2, mbs=2),
     "pp2": Strategy(pp=2),
 }
 PLANS_4 = {
