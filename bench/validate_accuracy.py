@@ -45,8 +45,10 @@ def main() -> None:
 
 
 def print_table(runs: dict, title: str) -> None:
-    """Run `runs` (name -> (model, strategy)) in one launch and print the comparison table."""
-    cluster = replace(load_cluster("dgx-h100"), gpus_per_node=2)
+    """Run `runs` (name -> (model, strategy), one world size) in one launch and print the
+    comparison table."""
+    world = max(st.world for _, st in runs.values())
+    cluster = replace(load_cluster("dgx-h100"), gpus_per_node=world)
     results = launch([RunRequest(run_id=k, model=m, strategy=st) for k, (m, st) in runs.items()],
                      device="cpu", steps=STEPS, warmup=WARMUP)
     table = Table(title=title)

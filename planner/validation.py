@@ -149,7 +149,7 @@ def compare(model: ModelSpec, st: Strategy, predicted: CostBreakdown,
 def _predicted_state_bytes(model: ModelSpec, st: Strategy, stage: StageCost) -> dict[str, float]:
     """Predicted weights, grads and optimizer bytes of one GPU of `stage`. MoE models take them
     from the estimate's stage memory, which splits dense and routed-expert parameters (the
-    runtime runs MoE without offload or ZeRO, so there is no host part to add back)."""
+    runtime runs MoE without offload, so there is no host part to add back)."""
     if model.arch.moe is not None:
         return {key: float(stage.memory_bytes[key]) for key in STATE_KEYS}
     states = predicted_states(model, st, stage.stage, stage.layers)
@@ -220,33 +220,30 @@ def check_runnable(st: Strategy, model: ModelSpec | None = None) -> None:
         raise InputError(f"the validation runtime builds GQA attention; {model.name} uses "
                          "multi-head latent attention", key_path="model.architecture.mla")
     if model is not None and model.arch.moe is not None:
-        _check_moe_runnable(st)
+        _check_moe_runnable(model, st)
     if st.cp > 1:
         raise InputError(f"the validation runtime does not run context parallelism (cp={st.cp})",
                          key_path="strategy.cp", hint="validate the plan with cp folded into dp")
-    if st.zero == 1 and (st.tp > 1 or st.pp > 1):
-        raise InputError("the validation runtime runs ZeRO-1 (ZeroRedundancyOptimizer) only with "
-                         f"tp = pp = 1, got tp={st.tp} pp={st.pp}", key_path="strategy.zero",
-                         hint="zero=0 or zero=2 shows the same parallel layout")
     if (st.offload_optimizer or st.offload_params) and st.zero < 2:
         raise InputError("the validation runtime offloads through FSDP2's CPUOffloadPolicy, "
                          f"which needs zero >= 2, got zero={st.zero}", key_path="strategy.zero")
 
 
-def _check_moe_runnable(st: Strategy) -> None:
-    """The runtime's MoE layer runs expert parallelism over data-parallel ranks only (DDP)."""
-    if st.etp > 1:
-        raise InputError(f"the validation runtime does not split experts over etp ranks (etp={st.etp})",
-                         key_path="strategy.etp", hint="validate the plan with etp=1")
-    for name in ("tp", "pp"):
-        if getattr(st, name) > 1:
-            raise InputError(f"the validation runtime runs MoE models with {name} = 1, got "
-                             f"{name}={getattr(st, name)}", key_path=f"strategy.{name}",
-                             hint="expert parallelism is checked on data-parallel ranks (dp, ep)")
-    if st.zero > 0 or st.offload_optimizer or st.offload_params:
-        raise InputError(f"the validation runtime runs MoE models with zero=0 and no offload, got "
-                         f"zero={st.zero}", key_path="strategy.zero",
-                         hint="expert states are then replicated over the expert data-parallel group")
+def _check_moe_runnable(model: ModelSpec, st: Strategy) -> None:
+    """Routed experts stay outside DDP and FSDP2 (their gradients are reduced over the expert
+    data-parallel group by hand), so their states are sharded by the ZeRO-1 optimizer at most;
+    routing is dropless."""
+    capacity = model.arch.moe.capacity_factor
+    if capacity is not None:
+        raise InputError(f"the validation runtime routes dropless; {model.name} sets "
+                         f"capacity_factor={capacity}, whose padded expert buffers it does not build",
+                         key_path="model.architecture.moe.capacity_factor",
+                         hint="validate the plan with capacity_factor unset (dropless)")
+    if st.zero > 1:
+        raise InputError(f"the validation runtime runs MoE models with zero <= 1, got zero={st.zero}",
+                         key_path="strategy.zero",
+                         hint="zero=1 shards the dense states over dp and the expert states over "
+                              "the expert data-parallel group; the layout is otherwise the same")
 
 
 def _with_profile(hardware: Hardware, profile: Path, cluster: ClusterSpec,

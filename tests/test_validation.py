@@ -136,7 +136,6 @@ def test_profile_without_profile_support_says_only_memory_compares(monkeypatch, 
 
 @pytest.mark.parametrize("st, words", [
     (Strategy(dp=1, cp=2), "context parallelism"),
-    (Strategy(tp=2, zero=1, dp=2), "ZeRO-1"),
     (Strategy(dp=2, zero=1, offload_optimizer=True), "CPUOffloadPolicy"),
 ])
 def test_strategies_the_runtime_cannot_run_are_refused_up_front(st, words):
@@ -156,10 +155,9 @@ def test_mla_models_are_refused_up_front():
 
 
 @pytest.mark.parametrize("st,words", [
-    (Strategy(dp=4, ep=2, etp=2), "etp"),
-    (Strategy(dp=2, tp=2, sp=True, ep=2), "tp = 1"),
-    (Strategy(dp=2, pp=2, ep=2), "pp = 1"),
-    (Strategy(dp=2, ep=2, zero=1), "zero=0"),
+    (Strategy(dp=2, ep=2, zero=2), "zero <= 1, got zero=2"),
+    (Strategy(dp=4, ep=2, zero=3, offload_optimizer=True, offload_params=True), "zero <= 1, got zero=3"),
+    (Strategy(dp=2, ep=2, cp=2), "context parallelism"),
 ])
 def test_moe_layouts_the_runtime_cannot_run_are_refused(st, words):
     from planner.errors import InputError
@@ -169,11 +167,31 @@ def test_moe_layouts_the_runtime_cannot_run_are_refused(st, words):
         check_runnable(st, load_model("moe-tiny"))
 
 
-def test_moe_data_and_expert_parallel_plans_are_runnable():
+def test_moe_with_a_capacity_factor_is_refused():
+    """The runtime routes dropless; a capacity factor would be compared with padded buffers."""
+    from planner.errors import InputError
     from planner.validation import check_runnable
 
-    for st in (Strategy(dp=2, ep=2), Strategy(dp=4, ep=2, recompute="full")):
+    model = load_model("moe-tiny")
+    padded = replace(model, arch=replace(model.arch, moe=replace(model.arch.moe, capacity_factor=1.25)))
+    with pytest.raises(InputError, match="capacity_factor=1.25"):
+        check_runnable(Strategy(dp=2, ep=2), padded)
+
+
+def test_moe_expert_tensor_pipeline_and_zero1_plans_are_runnable():
+    from planner.validation import check_runnable
+
+    for st in (Strategy(dp=2, ep=2), Strategy(dp=4, ep=2, recompute="full"),
+               Strategy(dp=2, tp=2, sp=True, ep=2, etp=2, zero=1), Strategy(tp=2, sp=True, etp=2),
+               Strategy(pp=2, vpp=2, dp=2, ep=2), Strategy(dp=4, ep=2, zero=1)):
         check_runnable(st, load_model("moe-tiny"))
+
+
+def test_zero1_under_tensor_and_pipeline_parallelism_is_runnable():
+    from planner.validation import check_runnable
+
+    check_runnable(Strategy(dp=2, tp=2, sp=True, zero=1))
+    check_runnable(Strategy(dp=2, pp=2, zero=1))
 
 
 def test_scale_down_shrinks_expert_widths_and_keeps_the_routing():

@@ -37,8 +37,10 @@ class RunRequest:
 
 
 def launch(runs: list[RunRequest], *, device: str, steps: int, warmup: int, seed: int = 0,
-           timeout_s: float = 900.0) -> dict[str, list[dict[str, Any]]]:
-    """Run `runs` (all with the same world size) on `device`; return each run's rank results."""
+           timeout_s: float = 900.0, states_dir: Path | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Run `runs` (all with the same world size) on `device`; return each run's rank results.
+    With `states_dir`, every rank also saves its final parameters to
+    `<states_dir>/<run id>/rank<r>.pt` (`planner.runtime.states`)."""
     worlds = {r.strategy.world for r in runs}
     if len(worlds) != 1:
         raise ValueError(f"one launch runs one world size, got {sorted(worlds)}")
@@ -46,7 +48,7 @@ def launch(runs: list[RunRequest], *, device: str, steps: int, warmup: int, seed
     with tempfile.TemporaryDirectory(prefix="fmplan-validate-") as tmp:
         out_dir = Path(tmp) / "out"
         job = {"device": device, "steps": steps, "warmup": warmup, "seed": seed,
-               "out_dir": str(out_dir),
+               "out_dir": str(out_dir), "states_dir": str(states_dir) if states_dir else None,
                "runs": [{"id": r.run_id, "model": model_to_mapping(r.model),
                          "strategy": strategy_to_mapping(r.strategy)} for r in runs]}
         job_path = Path(tmp) / "job.json"

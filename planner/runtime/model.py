@@ -143,20 +143,23 @@ class Decoder(nn.Module):
         return h
 
 
-def build_decoder(arch: Architecture, seq_len: int, *, tp: int, pp: int, seed: int,
-                  ep_group: dist.ProcessGroup | None = None) -> Decoder:
-    """The full model, initialised identically on every rank from `seed` (fp32, on the CPU);
-    with an expert-parallel group, MoE blocks then keep only this rank's experts.
+def build_decoder(arch: Architecture, seq_len: int, *, tp: int, pp: int, seed: int) -> Decoder:
+    """The full model, initialised identically on every rank from `seed` (fp32, on the CPU).
 
     Embeddings are tied only without pipeline parallelism (as in Megatron, which otherwise keeps
     a second copy on the last stage), matching `cost_models.memory.stage_params`.
     """
     torch.manual_seed(seed)
-    model = Decoder(arch, seq_len, tp, tie=arch.tied_embeddings and pp == 1)
+    return Decoder(arch, seq_len, tp, tie=arch.tied_embeddings and pp == 1)
+
+
+def localize_experts(model: Decoder, ep_group: dist.ProcessGroup | None,
+                     etp_group: dist.ProcessGroup | None) -> None:
+    """Keep, in every MoE block of `model` (or of a pipeline chunk of it), only this rank's
+    experts over `ep_group` and its slice of each over `etp_group` (`MoEFeedForward.localize`)."""
     for block in model.layers.values():
         if isinstance(block.feed_forward, MoEFeedForward):
-            block.feed_forward.localize(ep_group)
-    return model
+            block.feed_forward.localize(ep_group, etp_group)
 
 
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """One rank of a validation run: `python -m torch.distributed.run ... -m planner.runtime.worker JOB`.
 
 JOB is a JSON file written by `planner.runtime.launch`: the runs (each a model mapping and a
-resolved strategy, already adapted to the runtime), device, steps and output folder. All runs
-share one process group (one torchrun launch); each builds its own device mesh. Every rank
-writes `<out>/<run id>/rank<r>.json` with its losses, step times and memory.
+resolved strategy, already adapted to the runtime), device, steps, output folder and, optionally,
+a folder for the final parameters (`states_dir`). All runs share one process group (one torchrun
+launch); each builds its own device meshes. Every rank writes `<out>/<run id>/rank<r>.json` with
+its losses, step times and memory.
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -28,11 +30,13 @@ from torch.distributed.tensor.parallel import loss_parallel
 from planner.loading import model_from_mapping
 from planner.plan import strategy_from_mapping
 from planner.runtime.measure import StepMeter, state_bytes
-from planner.runtime.model import build_decoder, loss_fn, synthetic_batch
+from planner.runtime.model import build_decoder, localize_experts, loss_fn, synthetic_batch
 from planner.runtime.moe import reduce_expert_grads
 from planner.runtime.parallelize import (apply_data_parallel, apply_recompute,
-                                         apply_tensor_parallel, build_optimizer, optimizer_states)
+                                         apply_tensor_parallel, build_optimizer, dense_grads_by_hand,
+                                         optimizer_states, reduce_dense_grads)
 from planner.runtime.pipeline import chunk_model, stage_recompute_sets, virtual_stage_layers
+from planner.runtime.states import save_states
 from planner.specs import ModelSpec
 from planner.strategy import Strategy
 
@@ -54,9 +58,10 @@ class Trainer:
     device: torch.device
     """Where this rank computes."""
     modules: list[nn.Module]
-    """This rank's model chunks (one, or vpp under interleaved PP), wrapped for data parallelism."""
+    """This rank's model chunks (one, or vpp under interleaved PP), as `apply_data_parallel`
+    returned them (wrapped, or as is where gradients are reduced by `reducers`)."""
     optimizer: torch.optim.Optimizer
-    """Adam over this rank's parameters (ZeroRedundancyOptimizer under ZeRO-1)."""
+    """Adam over this rank's parameters (`zero.ShardedAdam` under ZeRO-1)."""
     schedule: Schedule1F1B | ScheduleInterleaved1F1B | None
     """The pipeline schedule, None without PP."""
     stages: list[PipelineStage]
@@ -67,8 +72,10 @@ class Trainer:
     """Seed of the initial weights and of the synthetic data."""
     step_index: int = 0
     """Steps taken so far (selects the synthetic batch)."""
-    reduce_experts: Callable[[], None] | None = None
-    """Reduces routed-expert gradients after the last micro-batch (MoE models), else None."""
+    reducers: list[Callable[[], None]] = field(default_factory=list)
+    """Gradient reductions no DDP/FSDP2 wrapper does, run after the last micro-batch's backward:
+    routed experts over the expert data-parallel group; all other parameters over dp when the
+    modules are unwrapped (ZeRO-0/1 under PP or TP)."""
 
     def step(self) -> float:
         """One optimizer step on this rank's slice of the global batch; returns the global loss."""
@@ -76,13 +83,15 @@ class Trainer:
         inputs, labels = synthetic_batch(self.model.arch.vocab, train.global_batch, train.seq_len,
                                          self.step_index, self.seed)
         self.step_index += 1
+        self.optimizer.zero_grad(set_to_none=False)  # the last step's gradients stay readable
         per_dp = train.global_batch // st.dp
         rows = slice(self.coords["dp"] * per_dp, (self.coords["dp"] + 1) * per_dp)
         inputs, labels = inputs[rows].to(self.device), labels[rows].to(self.device)
         with loss_parallel() if st.tp > 1 else contextlib.nullcontext():
             local = self._pipeline(inputs, labels) if st.pp > 1 else self._accumulate(inputs, labels)
+        for reduce in self.reducers:
+            reduce()
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=False)
         loss = torch.tensor([local], dtype=torch.float64, device=self.device)  # NCCL: on the GPU
         dist.all_reduce(loss)  # only last-stage ranks contribute; each tp rank holds the same loss
         return float(loss.item()) / (st.dp * st.tp)
@@ -98,8 +107,6 @@ class Trainer:
                 loss = loss_fn(model(inputs[rows]), labels[rows]) / m
                 loss.backward()
             total += _value(loss)
-        if self.reduce_experts is not None:
-            self.reduce_experts()
         return total
 
     def _pipeline(self, inputs: torch.Tensor, labels: torch.Tensor) -> float:
@@ -124,15 +131,13 @@ def build_trainer(model: ModelSpec, st: Strategy, device: torch.device, seed: in
     """Build this rank's part of the model and apply the strategy (see `parallelize`)."""
     if st.cp > 1:
         raise NotImplementedError("the validation runtime does not run context parallelism")
-    mesh = init_device_mesh(device.type, (st.pp, st.dp, 1, st.tp),
-                            mesh_dim_names=("pp", "dp", "dp_shard", "tp"))
+    mesh = init_device_mesh(device.type, (st.pp, st.dp, st.tp), mesh_dim_names=("pp", "dp", "tp"))
     coords = {name: mesh[name].get_local_rank() for name in ("pp", "dp", "tp")}
     stages = st.stages(model)
     virtual = virtual_stage_layers(stages, st.vpp)
     full, selective = stage_recompute_sets(stages, virtual, coords["pp"], st.vpp)
-    ep_group, expert_dp_group = _expert_groups(model, st, device)
-    whole = build_decoder(model.arch, model.training.seq_len, tp=st.tp, pp=st.pp, seed=seed,
-                          ep_group=ep_group)
+    groups = _expert_groups(model, st, device)
+    whole = build_decoder(model.arch, model.training.seq_len, tp=st.tp, pp=st.pp, seed=seed)
     n_virtual = st.pp * st.vpp
     ids = [c * st.pp + coords["pp"] for c in range(st.vpp)]
     if st.pp == 1:
@@ -140,38 +145,40 @@ def build_trainer(model: ModelSpec, st: Strategy, device: torch.device, seed: in
     else:
         chunks = [chunk_model(whole, virtual[v], first=v == 0, last=v == n_virtual - 1) for v in ids]
     dp_mesh = mesh["dp"] if st.dp > 1 else None
-    replicate_mesh = mesh["dp", "dp_shard"] if st.dp > 1 else None
     modules = []
     for chunk in chunks:
+        localize_experts(chunk, groups["ep"], groups["etp"])
         chunk.to(device)
         if st.tp > 1:
             apply_tensor_parallel(chunk, mesh["tp"], st.sp)
         apply_recompute(chunk, full, selective)
-        modules.append(apply_data_parallel(chunk, st, dp_mesh, replicate_mesh))
-    params = [p for m in modules for p in m.parameters()]
-    optimizer = build_optimizer(params, st, dp_mesh)
+        modules.append(apply_data_parallel(chunk, st, dp_mesh))
+    optimizer = build_optimizer(modules, st, dp_mesh, groups["edp"])
     stages = [PipelineStage(m, v, n_virtual, device, group=mesh["pp"].get_group())
               for m, v in zip(modules, ids)] if st.pp > 1 else []
     schedule = _schedule(model, st, stages) if st.pp > 1 else None
-    reduce_experts = None
+    reducers = []
+    if dense_grads_by_hand(st):
+        reducers.append(partial(reduce_dense_grads, modules, dp_mesh.get_group(), st.dp))
     if model.arch.moe is not None:
-        reduce_experts = partial(reduce_expert_grads, modules[0], expert_dp_group, st.dp)
+        reducers.append(partial(reduce_expert_grads, modules, groups["edp"], st.dp))
     return Trainer(model=model, st=st, device=device, modules=modules, optimizer=optimizer,
-                   schedule=schedule, stages=stages, coords=coords, seed=seed,
-                   reduce_experts=reduce_experts)
+                   schedule=schedule, stages=stages, coords=coords, seed=seed, reducers=reducers)
 
 
-def _expert_groups(model: ModelSpec, st: Strategy, device: torch.device):
-    """(expert-parallel group, expert data-parallel group) of this rank, each None when of size
-    one. Megatron-Core's layout with tp = cp = pp = 1: the ep ranks of a group are consecutive
-    data-parallel ranks; ranks with the same position in their ep group replicate its experts."""
-    if model.arch.moe is None or st.dp == 1:
-        return None, None
-    if st.tp > 1 or st.pp > 1 or st.etp > 1:
-        raise NotImplementedError("the validation runtime runs MoE models with tp = pp = etp = 1")
-    mesh = init_device_mesh(device.type, (st.dp // st.ep, st.ep), mesh_dim_names=("edp", "ep"))
-    return (mesh["ep"].get_group() if st.ep > 1 else None,
-            mesh["edp"].get_group() if st.dp // st.ep > 1 else None)
+def _expert_groups(model: ModelSpec, st: Strategy, device: torch.device) -> dict[str, Any]:
+    """This rank's expert-parallel ("ep"), expert tensor-parallel ("etp") and expert
+    data-parallel ("edp") process groups, each None when of size one.
+
+    Megatron-Core's layout: the tp*dp ranks of a pipeline stage (tp fastest, as in the dense
+    mesh) are regrouped as (edp, ep, etp) with etp fastest, so etp = tp puts an expert's slices
+    on the ranks of a tensor-parallel group, and ranks with the same (ep, etp) position hold the
+    same expert slices (the expert data-parallel replicas)."""
+    sizes = {"edp": st.expert_dp(), "ep": st.ep, "etp": st.etp}
+    if model.arch.moe is None or st.tp * st.dp == 1:
+        return {name: None for name in sizes}
+    mesh = init_device_mesh(device.type, (st.pp, *sizes.values()), mesh_dim_names=("pp", *sizes))
+    return {name: mesh[name].get_group() if size > 1 else None for name, size in sizes.items()}
 
 
 def _schedule(model: ModelSpec, st: Strategy, stages: list[PipelineStage]):
@@ -184,18 +191,19 @@ def _schedule(model: ModelSpec, st: Strategy, stages: list[PipelineStage]):
 
 
 def run(model: ModelSpec, st: Strategy, device: torch.device, *, steps: int, warmup: int,
-        seed: int) -> dict:
-    """Train for warm-up + timed steps and return this rank's measurements."""
+        seed: int, states_path: Path | None = None) -> dict:
+    """Train for warm-up + timed steps and return this rank's measurements; with `states_path`,
+    also save its final parameters there (`states.save_states`)."""
     trainer = build_trainer(model, st, device, seed)
     meter = StepMeter(device)
     losses = [trainer.step() for _ in range(WARMUP_MIN - 1)]
-    # ZeroRedundancyOptimizer keeps this rank's states in its inner optimizer (`.optim`).
-    optimizer = getattr(trainer.optimizer, "optim", trainer.optimizer)
-    externals = [*trainer.modules, optimizer, *pipeline_buffers(trainer.stages)]
+    externals = [*trainer.modules, trainer.optimizer, *pipeline_buffers(trainer.stages)]
     losses += meter.tracked(trainer.step, 1, externals)
     losses += [trainer.step() for _ in range(warmup - WARMUP_MIN)]
     losses += meter.timed(trainer.step, steps)
     states = state_bytes(trainer.modules, optimizer_states(trainer.optimizer))
+    if states_path is not None:
+        save_states(trainer.modules, states_path)
     return {
         "rank": dist.get_rank(), "coords": trainer.coords, "stage": trainer.coords["pp"],
         "losses": losses, "step_times_s": meter.step_times_s, "median_step_s": meter.median_step_s,
@@ -239,7 +247,11 @@ def _run_all(job: dict, device: torch.device) -> None:
     for entry in job["runs"]:
         model = model_from_mapping(entry["model"], source=f"job:{entry['id']}")
         st = strategy_from_mapping(entry["strategy"], source=f"job:{entry['id']}")
-        result = run(model, st, device, steps=job["steps"], warmup=job["warmup"], seed=job["seed"])
+        states_path = None
+        if job.get("states_dir"):
+            states_path = Path(job["states_dir"]) / entry["id"] / f"rank{dist.get_rank()}.pt"
+        result = run(model, st, device, steps=job["steps"], warmup=job["warmup"], seed=job["seed"],
+                     states_path=states_path)
         out = Path(job["out_dir"]) / entry["id"]
         out.mkdir(parents=True, exist_ok=True)
         (out / f"rank{result['rank']}.json").write_text(json.dumps(result, indent=1))
