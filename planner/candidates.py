@@ -201,7 +201,7 @@ def groups(model: ModelSpec, cluster: ClusterSpec, cache: Cache, options: Search
 def _schedules(model: ModelSpec, pp: int, micro_batches: int, ep: int, limits: EngineLimits):
     """(vpp, ep_comm_overlap) pairs of a group's degrees."""
     for vpp in virtual_stage_counts(model, pp, micro_batches, limits):
-        for overlap in ep_comm_overlap_options(model, ep, pp, vpp, limits):
+        for overlap in ep_comm_overlap_options(model, ep, pp, vpp, micro_batches, limits):
             yield vpp, overlap
 
 

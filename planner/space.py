@@ -162,12 +162,13 @@ def expert_parallel_options(model: ModelSpec, dp: int, tp: int, cp: int, gpus_pe
     return options
 
 
-def ep_comm_overlap_options(model: ModelSpec, ep: int, pp: int, vpp: int,
+def ep_comm_overlap_options(model: ModelSpec, ep: int, pp: int, vpp: int, micro_batches: int,
                             limits: EngineLimits) -> list[bool]:
-    """The expert-parallel all-to-all overlap off and, for an MoE model with ep > 1 on an engine
-    that has it (interleaved when it needs that), on: it trades one block's activations and
-    no full recompute for hidden exchanges, so the ILP, not an assumption, decides."""
-    if model.arch.moe is None or ep == 1 or not limits.ep_comm_overlap:
+    """The expert-parallel all-to-all overlap off and, for an MoE model with ep > 1 and at least
+    two micro-batches to pair on an engine that has it (interleaved when it needs that), on: it
+    trades one block's activations and no full recompute for hidden exchanges, so the ILP, not
+    an assumption, decides. (One micro-batch has nothing to pair with: same time, more memory.)"""
+    if model.arch.moe is None or ep == 1 or micro_batches < 2 or not limits.ep_comm_overlap:
         return [False]
     if limits.ep_comm_overlap_needs_interleaved and pp > 1 and vpp == 1:
         return [False]
@@ -194,7 +195,8 @@ def outer_candidates(model: ModelSpec, cluster: ClusterSpec, limits: EngineLimit
                     for sp in sequence_parallel_options(model, tp, cp, limits):
                         for ep, etp in expert_parallel_options(model, dp, tp, cp,
                                                                cluster.gpus_per_node, limits):
-                            for overlap in ep_comm_overlap_options(model, ep, pp, vpp, limits):
+                            for overlap in ep_comm_overlap_options(model, ep, pp, vpp, m,
+                                                                   limits):
                                 yield from _members(model, limits, Strategy(
                                     dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, mbs=mbs, ep=ep, etp=etp,
                                     sp=sp, ep_comm_overlap=overlap))
