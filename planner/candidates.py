@@ -73,6 +73,15 @@ class Group:
                         ep_comm_overlap=overlap)
 
 
+def member_limits(limits: EngineLimits, st: Strategy) -> EngineLimits:
+    """The engine's limits as they bind candidate `st`: under ep_comm_overlap no block is fully
+    recomputed (Strategy.validate; the ILP holds its full counts at 0), so the memory bounds may
+    charge every block at least its selective activations."""
+    if not st.ep_comm_overlap or "full" not in limits.recompute_modes:
+        return limits
+    return replace(limits, recompute_modes=tuple(m for m in limits.recompute_modes if m != "full"))
+
+
 def objective_weight(model: ModelSpec, st: Strategy, options: SearchOptions) -> float:
     """Objective per second of step time: 1, or GPU-hours per step-second for T tokens."""
     if options.objective == "time":
@@ -112,7 +121,8 @@ class Cache:
                 moe_kind = (moe_block_times(self.model, probe, self.hw),
                             moe_block_activations(self.model, probe))
                 kinds = [moe_kind] + (kinds if moe.first_dense_layers else [])
-            modes = ("none", *self.limits.recompute_modes)
+            limits = member_limits(self.limits, probe)
+            modes = ("none", *limits.recompute_modes)
             act_min = min(getattr(acts, mode) for _, acts in kinds for mode in modes)
             block_s = min(times.fwd + times.bwd for times, _ in kinds)
             dense_times = block_times(self.model, probe, self.hw)
