@@ -68,6 +68,9 @@ def render(plan: Plan, values: dict[str, str]) -> dict[str, str]:
         # The all-to-all runs on its own stream beside computation: more hardware queues
         # (Megatron's validate_args warning; its MoE model zoo sets 32 with the overlap).
         exports["CUDA_DEVICE_MAX_CONNECTIONS"] = "32"
+    if st.ep_comm_overlap:
+        notes.append("The all-to-all overlap needs torch >= 2.6 and, with --delay-wgrad-compute "
+                     "and --overlap-grad-reduce, Transformer Engine >= 2.8 (Megatron's checks).")
     script = torchrun_script(
         plan, engine="Megatron-LM", variables=VARIABLES, exports=exports,
         program=['"$MEGATRON_LM_DIR/pretrain_gpt.py"'], args=arguments(plan), values=values,

@@ -4,6 +4,7 @@
 # One node: bash this file. Several: run it on every node with NNODES, MASTER_ADDR set
 # (or submit slurm.sbatch). FMPLAN_DRY_RUN=1 prints the command instead of running it.
 # Vocabulary comes from TOKENIZER_MODEL; the plan assumes 129280 tokens (Megatron pads it to a multiple of 128 * tp).
+# The all-to-all overlap needs torch >= 2.6 and, with --delay-wgrad-compute and --overlap-grad-reduce, Transformer Engine >= 2.8 (Megatron's checks).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
