@@ -39,6 +39,7 @@ def estimate_command(
     stage_layers: Annotated[Optional[str], typer.Option("--stage-layers", help="Blocks per stage, e.g. 5,6,6,5.")] = None,
     overlap_grad_reduce: Annotated[bool, typer.Option("--overlap-grad-reduce/--no-overlap-grad-reduce", help="Overlap DP reduction with backward.")] = True,
     tp_comm_overlap: Annotated[bool, typer.Option("--tp-comm-overlap/--no-tp-comm-overlap", help="Overlap TP collectives with GEMMs.")] = False,
+    ep_comm_overlap: Annotated[bool, typer.Option("--ep-comm-overlap/--no-ep-comm-overlap", help="Overlap the MoE all-to-all with another micro-batch's compute.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Predict step time, per-GPU memory and MFU of one strategy."""
@@ -47,7 +48,7 @@ def estimate_command(
         dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, ep=ep, etp=etp, mbs=mbs, zero=zero, sp=sp, recompute=recompute,
         recompute_layers=recompute_layers, offload=offload, stage_layers=stage_layers,
         overlap_grad_reduce=overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap,
-        cluster=cluster_spec)
+        ep_comm_overlap=ep_comm_overlap, cluster=cluster_spec)
     hardware = from_cluster(cluster_spec)
     if profile is not None:
         from cost_models.profile_format import apply_profile

@@ -40,7 +40,8 @@ def strategy_from_options(*, dp: int | None, tp: int, pp: int, cp: int, vpp: int
                           ep: int = 1, etp: int = 1,
                           zero: int, sp: bool | None, recompute: str, recompute_layers: int | None,
                           offload: str, stage_layers: str | None, overlap_grad_reduce: bool,
-                          tp_comm_overlap: bool, cluster: ClusterSpec) -> Strategy:
+                          tp_comm_overlap: bool, cluster: ClusterSpec,
+                          ep_comm_overlap: bool = False) -> Strategy:
     """Build a Strategy from CLI flags; dp defaults to the GPUs left after tp*pp*cp."""
     if dp is None:
         if tp < 1 or pp < 1 or cp < 1 or cluster.gpus % (tp * pp * cp):
@@ -58,4 +59,5 @@ def strategy_from_options(*, dp: int | None, tp: int, pp: int, cp: int, vpp: int
                     sp=(tp > 1) if sp is None else sp, recompute=recompute,
                     recompute_layers=recompute_layers, offload_optimizer=off_opt,
                     offload_params=off_params, stage_layers=parse_stage_layers(stage_layers),
-                    overlap_grad_reduce=overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap)
+                    overlap_grad_reduce=overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap,
+                    ep_comm_overlap=ep_comm_overlap)

@@ -39,6 +39,9 @@ class BlockTimes:
     """Expert-parallel token exchange in the forward (MoE blocks)."""
     bwd_ep: float = 0.0
     """Expert-parallel token exchange in the backward (MoE blocks)."""
+    ep_unpaired: float = 0.0
+    """Exchange time the pairing of fwd_ep and bwd_ep hides (ep_comm_overlap), paid again by a
+    forward and a backward that run unpaired: the pipeline's fill and drain."""
 
     @property
     def fwd(self) -> float:

@@ -50,7 +50,8 @@ def stage_time_parts(terms: CandidateTerms, stage: int, pp: int, sl: StageLayers
     edge_fwd, edge_bwd = terms.edge_s(stage, pp)
     edge_tp = (terms.edge.tp_comm / 2) * ((stage == 0) + (stage == pp - 1))
     parts = {"fwd": edge_fwd, "bwd": edge_bwd, "compute": edge_fwd + edge_bwd - edge_tp,
-             "recompute": 0.0, "tp_comm": edge_tp, "cp_comm": 0.0, "ep_comm": 0.0, "zero": 0.0}
+             "recompute": 0.0, "tp_comm": edge_tp, "cp_comm": 0.0, "ep_comm": 0.0, "zero": 0.0,
+             "ep_unpaired": 0.0}
     for kind, part in stage_mix(terms, start, sl):
         b, n = kind.times, part.layers
         parts["fwd"] += n * b.fwd
@@ -60,12 +61,14 @@ def stage_time_parts(terms: CandidateTerms, stage: int, pp: int, sl: StageLayers
         parts["tp_comm"] += n * (b.fwd_tp + b.bwd_tp)
         parts["cp_comm"] += n * (b.fwd_cp + b.bwd_cp)
         parts["ep_comm"] += n * (b.fwd_ep + b.bwd_ep)
+        parts["ep_unpaired"] += n * b.ep_unpaired
         parts["zero"] += n * (kind.zero_fwd_s + kind.zero_bwd_s)
     return parts
 
 
 def stage_time_s(parts: dict[str, float]) -> float:
-    """Per-micro-batch wall time of a stage from its parts."""
+    """Per-micro-batch wall time of a stage from its parts (a steady-state slot; the pipeline's
+    fill and drain add `ep_unpaired`)."""
     return (parts["compute"] + parts["recompute"] + parts["tp_comm"] + parts["cp_comm"]
             + parts["ep_comm"] + parts["zero"])
 
@@ -88,7 +91,8 @@ def stage_memory(terms: CandidateTerms, stage: int, pp: int, sl: StageLayers,
         "weights": params * terms.states.weights + experts * es.weights + terms.zero3_buffer_bytes,
         "grads": params * terms.states.grads + experts * es.grads,
         "optimizer": params * terms.states.optimizer + experts * es.optimizer,
-        "activations": terms.in_flight[stage] * stored + transient + terms.extra_acts[stage],
+        "activations": (terms.in_flight[stage] * stored + transient + terms.extra_acts[stage]
+                        + terms.paired_block_bytes),
     }
     parts["other"] = ALLOCATOR_FRACTION * sum(parts.values())
     return parts
@@ -110,7 +114,8 @@ def evaluate(model: ModelSpec, st: Strategy, hw: Hardware, terms: CandidateTerms
     starts = stage_starts(stages)
     parts = [stage_time_parts(terms, i, pp, sl, starts[i]) for i, sl in enumerate(stages)]
     times = [stage_time_s(p) for p in parts]
-    pipeline = makespan_s(times, m, st.vpp)
+    unpaired = [p["ep_unpaired"] for p in parts]
+    pipeline = makespan_s(times, m, st.vpp, [t + u for t, u in zip(times, unpaired)])
     critical = max(range(pp), key=lambda i: times[i])
 
     mems, grad_s, gather_s, optimizer_s, host = [], [], [], [], []
@@ -132,12 +137,14 @@ def evaluate(model: ModelSpec, st: Strategy, hw: Hardware, terms: CandidateTerms
     step = pipeline + terms.p2p_s + grad_exposed + gather_exposed + optimizer
 
     crit = parts[critical]
+    ep_fill = sum(unpaired) / st.vpp  # exchanges of the unpaired fill and drain
     time_s = {
         "compute": m * crit["compute"], "recompute": m * crit["recompute"],
         "tp_comm": m * crit["tp_comm"], "cp_comm": m * crit["cp_comm"],
-        "ep_comm": m * crit["ep_comm"],
+        "ep_comm": m * crit["ep_comm"] + ep_fill,
         "dp_comm_exposed": m * crit["zero"] + grad_exposed + gather_exposed,
-        "pp_bubble": pipeline - m * times[critical], "pp_p2p": terms.p2p_s, "optimizer": optimizer,
+        "pp_bubble": pipeline - m * times[critical] - ep_fill, "pp_p2p": terms.p2p_s,
+        "optimizer": optimizer,
     }
     stage_costs = [StageCost(i, sl.layers, sl.full, sl.selective, times[i], mems[i], host[i])
                    for i, sl in enumerate(stages)]

@@ -8,6 +8,8 @@ re-derived per tensor so GQA, SwiGLU and fused attention change the coefficients
   sequence parallelism;
 * TP regions split by t: Q 2sbh, K and V 2sb(gd) each, projection input 2sbh, the MLP's stored
   tensors 4sbf (GELU: its input and output) or 6sbf (SwiGLU: gate, up, product);
+* multi-head latent attention replaces the QKV input, Q, K, V and projection input by its
+  latents and decompressed heads (`attention_activations`);
 * unfused attention stores the a*s^2 scores: softmax output 2as^2b, and with dropout its mask
   as^2b and output 2as^2b (the 5as^2b term); fused attention stores only the fp32 log-sum-exp.
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 from cost_models.block import ACT_BYTES
 from cost_models.flops import block_params, embedding_params, head_params
-from planner.specs import ModelSpec
+from planner.specs import Architecture, ModelSpec
 from planner.strategy import Strategy
 
 ALLOCATOR_FRACTION = 0.05
@@ -53,9 +55,9 @@ def block_activations(model: ModelSpec, st: Strategy) -> BlockActivations:
     s, b, h, t = train.seq_len // st.cp, st.mbs, a.hidden, st.tp
     sbh = s * b * h
     sp_div = t if st.sp else 1
-    outside = (4 + 2 + 2) * sbh + (2 * sbh if a.dropout else 0)
-    tp_region = (2 * sbh + 2 * 2 * s * b * a.kv_dim + 2 * sbh
-                 + (6 if a.mlp == "swiglu" else 4) * s * b * a.ffn_hidden)
+    attn_outside, attn_tp = attention_activations(a, s * b)
+    outside = (4 + 2) * sbh + attn_outside + (2 * sbh if a.dropout else 0)
+    tp_region = attn_tp + (6 if a.mlp == "swiglu" else 4) * s * b * a.ffn_hidden
     if train.flash_attention:
         scores = 4 * a.heads * s * b
     else:
@@ -67,6 +69,30 @@ def block_activations(model: ModelSpec, st: Strategy) -> BlockActivations:
         selective=kept,
         full=element_bytes(model) * sbh / sp_div,
     )
+
+
+def attention_activations(arch: Architecture, tokens: int) -> tuple[float, float]:
+    """16-bit bytes the attention keeps for `tokens` tokens, outside and inside the TP region
+    (the norms' inputs and the MLP's tensors are counted by the caller).
+
+    Multi-head attention: the QKV input 2sbh outside; Q 2sbh, K and V 2sb(gd) each and the
+    projection input (the attention output) 2sbh inside. Multi-head latent attention as
+    Megatron-Core's `MLASelfAttention` runs it (transformer/multi_latent_attention.py, TE layer
+    spec with `--qk-layernorm`): outside, the down-projections' input 2sbh and each latent twice,
+    as the input and the output its norm keeps for the fused norm + up-projection
+    (`TELayerNormColumnParallelLinear`): 2 * 2sb(q_lora_rank + kv_lora_rank); inside, the fused
+    attention's query and key of a(d_nope + d_rope) channels each (the shared rotary key is
+    expanded to every head and concatenated before the kernel), its value a d_v and output a d_v:
+    2sb a (2(d_nope + d_rope) + 2 d_v). RoPE keeps no input; the up-projections' outputs are
+    split into those tensors, not kept beside them.
+    """
+    if arch.mla is None:
+        return 2 * tokens * arch.hidden, tokens * (4 * arch.hidden + 4 * arch.kv_dim)
+    mla = arch.mla
+    latents = 2 * 2 * tokens * (mla.q_lora_rank + mla.kv_lora_rank)
+    heads = 2 * tokens * arch.heads * (2 * (mla.qk_nope_head_dim + mla.qk_rope_head_dim)
+                                       + 2 * mla.v_head_dim)
+    return 2 * tokens * arch.hidden + latents, heads
 
 
 def in_flight_microbatches(stage: int, st: Strategy, micro_batches: int) -> float:

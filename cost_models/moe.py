@@ -7,6 +7,8 @@ ranks. Tokens leave the sequence-parallel attention shard (T = b s / (cp tp) per
 dispatched with an all-to-all over the ep group (and gathered over etp), run through the local
 experts as a grouped GEMM, and come back with a second all-to-all (combine); the backward repeats
 both exchanges (Lepikhin et al. 2020, GShard §2.2; Rajbhandari et al. 2022, DeepSpeed-MoE).
+The exchanges are exposed, unless `Strategy.ep_comm_overlap` pairs each block's forward with
+another micro-batch's backward of it (`paired_exchange_s`).
 """
 from __future__ import annotations
 
@@ -63,26 +65,55 @@ def moe_block_times(model: ModelSpec, st: Strategy, hw: Hardware) -> BlockTimes:
     router = hw.gemm_time_s(int(tokens), arch.hidden, moe.routed_experts, "bf16")
     ffn_bytes = rows * moe.expert_ffn_hidden / st.etp * ACT_BYTES
     permute = hw.memory_time_s(4 * rows * arch.hidden * ACT_BYTES + (3 if arch.mlp == "swiglu" else 2) * ffn_bytes, 4)
-    fwd_mlp = experts + shared + router + permute
-    bwd_mlp = 2 * (experts + shared + router) + 1.5 * permute
+    # Computation before the dispatch (attention half, router, shared experts) and after it
+    # (routed experts, permutation), forward and backward (data + weight gradients).
+    pre_fwd = dense.fwd_compute - dense_mlp - dense_act_fwd + router + shared
+    pre_bwd = dense.bwd_compute - 2 * dense_mlp - dense_act_bwd + 2 * (router + shared)
+    experts_fwd, experts_dgrad, experts_wgrad = experts + permute, experts + 1.5 * permute, experts
 
-    exchange = 0.0
+    dispatch = combine = 0.0
     if st.ep > 1:
         sent = tokens * moe.top_k * arch.hidden * ACT_BYTES * (moe.capacity_factor or 1.0)
-        exchange += 2 * comm.collective_time_s("all_to_all", sent, st.ep, comm.group_link(hw, st.ep, st.etp))
+        a2a = comm.collective_time_s("all_to_all", sent, st.ep, comm.group_link(hw, st.ep, st.etp))
+        dispatch, combine = dispatch + a2a, combine + a2a
     if st.etp > 1:
         gathered = rows * arch.hidden * ACT_BYTES
         link = comm.group_link(hw, st.etp, 1)
-        exchange += comm.collective_time_s("all_gather", gathered, st.etp, link) \
-            + comm.collective_time_s("reduce_scatter", gathered, st.etp, link)
+        dispatch += comm.collective_time_s("all_gather", gathered, st.etp, link)
+        combine += comm.collective_time_s("reduce_scatter", gathered, st.etp, link)
+    fwd_ep = bwd_ep = dispatch + combine
+    if st.ep_comm_overlap:
+        fwd_ep, bwd_ep = paired_exchange_s(dispatch, combine, pre_fwd=pre_fwd, pre_bwd=pre_bwd,
+                                           experts_fwd=experts_fwd, experts_dgrad=experts_dgrad,
+                                           experts_wgrad=experts_wgrad)
     tp_share = 0.5 if not moe.shared_ffn_hidden else 1.0   # attention half (+ shared experts' TP)
     return BlockTimes(
-        fwd_compute=dense.fwd_compute - dense_mlp - dense_act_fwd + fwd_mlp,
-        bwd_compute=dense.bwd_compute - 2 * dense_mlp - dense_act_bwd + bwd_mlp,
+        fwd_compute=pre_fwd + experts_fwd, bwd_compute=pre_bwd + experts_dgrad + experts_wgrad,
         fwd_tp=dense.fwd_tp * tp_share, bwd_tp=dense.bwd_tp * tp_share,
         fwd_cp=dense.fwd_cp, bwd_cp=dense.bwd_cp,
         recompute_selective=dense.recompute_selective,
-        fwd_ep=exchange, bwd_ep=exchange)
+        fwd_ep=fwd_ep, bwd_ep=bwd_ep, ep_unpaired=2 * (dispatch + combine) - fwd_ep - bwd_ep)
+
+
+def paired_exchange_s(dispatch: float, combine: float, *, pre_fwd: float, pre_bwd: float,
+                      experts_fwd: float, experts_dgrad: float,
+                      experts_wgrad: float) -> tuple[float, float]:
+    """Exposed exchange of one block when its forward (micro-batch A) runs paired with the same
+    block's backward of another micro-batch B (`Strategy.ep_comm_overlap`); returns the part
+    charged to the forward and to the backward.
+
+    Megatron-Core's combined 1F1B with delayed weight gradients
+    (`TransformerLayerSchedulePlan.run` in models/common/model_chunk_schedule_plan.py, following
+    DeepSeek-V3's DualPipe chunk, arXiv:2412.19437 §3.2.1 Fig. 4) issues, on two streams:
+        communication: combine_bwd(B) | dispatch_fwd(A) -> dispatch_bwd(B)           | combine_fwd(A)
+        computation:   pre_fwd(A)     | experts_dgrad(B) -> experts_wgrad(B), fwd(A) | pre_bwd(B)
+    so each exchange hides behind the computation beside it, and what sticks out plus the
+    contention share is exposed (comm.exposed_s, kappa = comm.OVERLAP_CONTENTION):
+        exposed(C, W) = kappa C + (1 - kappa) max(0, C - W).
+    """
+    fwd = comm.exposed_s(dispatch, experts_dgrad) + comm.exposed_s(combine, pre_bwd)
+    bwd = comm.exposed_s(combine, pre_fwd) + comm.exposed_s(dispatch, experts_wgrad + experts_fwd)
+    return fwd, bwd
 
 
 def moe_block_activations(model: ModelSpec, st: Strategy) -> BlockActivations:

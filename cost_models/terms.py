@@ -87,6 +87,9 @@ class CandidateTerms:
     """Embedding/logits activation bytes per stage."""
     zero3_buffer_bytes: float
     """Unsharded prefetch buffers under ZeRO-3."""
+    paired_block_bytes: float
+    """Under ep_comm_overlap, one more block's activations on every stage: a paired forward
+    stores its block before the paired backward frees its own (0 otherwise)."""
     grad_comm_s_per_param: float
     """Step-level gradient reduction time per dp*cp-sharded parameter (ZeRO 0/1)."""
     expert_grad_comm_s_per_param: float
@@ -266,12 +269,29 @@ def candidate_terms(model: ModelSpec, st: Strategy, hw: Hardware, *,
         first_params=first, last_params=last, in_flight=in_flight, extra_acts=extra,
         zero3_buffer_bytes=ZERO3_PREFETCH_BLOCKS * element_bytes(model) * max(
             dense_params, moe.params + moe.expert_params if moe else 0.0) if st.zero == 3 else 0.0,
+        paired_block_bytes=_paired_block_bytes(dense, moe, st),
         grad_comm_s_per_param=grad_per_param, expert_grad_comm_s_per_param=expert_grad,
         grad_tail_s=grad_tail, param_gather_s_per_param=param_per_param,
         expert_param_gather_s_per_param=expert_gather,
         optimizer_s_per_param=_optimizer_s_per_param(model, st, hw, n_shard),
         expert_optimizer_s_per_param=_optimizer_s_per_param(model, st, hw, n_expert),
         p2p_s=p2p)
+
+
+def _paired_block_bytes(dense: BlockKind, moe: BlockKind | None, st: Strategy) -> float:
+    """Activations held beyond the in-flight micro-batches under ep_comm_overlap.
+
+    Megatron-Core's combined 1F1B runs the forward of block i of micro-batch A and the backward
+    of a block of micro-batch B together; A's block stores all its activations before B's
+    attention backward frees B's (`TransformerLayerSchedulePlan.run`; the
+    `ep_overlap_early_attn_memory_release` option exists to shorten that). The schedule's extra
+    warm-up forward (`get_pp_rank_microbatches`) replaces the forward a plain 1F1B step stores
+    before its backward, so the peak grows by one block, not one micro-batch: charged as the
+    larger block kind storing everything, whatever the stage's recompute.
+    """
+    if not st.ep_comm_overlap:
+        return 0.0
+    return max(dense.acts.none, moe.acts.none if moe else 0.0)
 
 
 def _optimizer_s_per_param(model: ModelSpec, st: Strategy, hw: Hardware, group: int) -> float:

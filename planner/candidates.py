@@ -22,7 +22,8 @@ from planner.bounds import (group_memory_lower_bound_bytes, integer_min_max,
                             integer_min_max_for_vpp, makespan_lower_bound_s, pipeline_p2p_s,
                             step_lower_bound_s)
 from planner.ilp import Solver
-from planner.space import (degree_splits, expert_member_ok, expert_parallel_options,
+from planner.space import (degree_splits, ep_comm_overlap_options, expert_member_ok,
+                           expert_parallel_options,
                            micro_batch_sizes, offload_options, sequence_parallel_options,
                            target_accepts_model, virtual_stage_counts, world_sizes, zero_stages)
 from planner.specs import ClusterSpec, ModelSpec
@@ -56,8 +57,9 @@ class Group:
     """Candidates sharing degrees, mbs, sp and vpp; members differ in ZeRO and offload.
     `checked` once its p2p time and group memory bound have been applied."""
 
-    degrees: tuple[int, int, int, int, int, int, bool, int, int]
-    """(dp, tp, pp, cp, vpp, mbs, sp, ep, etp); the Strategy is built only if the group is popped."""
+    degrees: tuple[int, int, int, int, int, int, bool, int, int, bool]
+    """(dp, tp, pp, cp, vpp, mbs, sp, ep, etp, ep_comm_overlap); the Strategy is built only if
+    the group is popped."""
     members: int
     checked: bool = False
     p2p_s: float = 0.0
@@ -66,8 +68,18 @@ class Group:
     @property
     def outer(self) -> Strategy:
         """The group's strategy without ZeRO/offload choices."""
-        dp, tp, pp, cp, vpp, mbs, sp, ep, etp = self.degrees
-        return Strategy(dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, mbs=mbs, sp=sp, ep=ep, etp=etp)
+        dp, tp, pp, cp, vpp, mbs, sp, ep, etp, overlap = self.degrees
+        return Strategy(dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, mbs=mbs, sp=sp, ep=ep, etp=etp,
+                        ep_comm_overlap=overlap)
+
+
+def member_limits(limits: EngineLimits, st: Strategy) -> EngineLimits:
+    """The engine's limits as they bind candidate `st`: under ep_comm_overlap no block is fully
+    recomputed (Strategy.validate; the ILP holds its full counts at 0), so the memory bounds may
+    charge every block at least its selective activations."""
+    if not st.ep_comm_overlap or "full" not in limits.recompute_modes:
+        return limits
+    return replace(limits, recompute_modes=tuple(m for m in limits.recompute_modes if m != "full"))
 
 
 def objective_weight(model: ModelSpec, st: Strategy, options: SearchOptions) -> float:
@@ -81,7 +93,8 @@ def objective_weight(model: ModelSpec, st: Strategy, options: SearchOptions) -> 
 class Cache:
     """Per-search caches of the pieces many candidates share.
 
-    `block_times`/`edge_times` read only tp, cp, mbs, sp and the overlap flags of a strategy;
+    `block_times`/`edge_times` read only tp, cp, mbs, sp and the overlap flags of a strategy
+    (MoE block times also ep, etp and ep_comm_overlap);
     state bytes only dp*cp, ZeRO and offload (tests/test_solve_bounds.py checks both).
     """
 
@@ -93,20 +106,23 @@ class Cache:
         self.terms: dict[tuple, Any] = {}
         """Candidate terms by everything but vpp (see `member_terms`)."""
 
-    def shape(self, tp: int, cp: int, mbs: int, sp: bool, ep: int = 1, etp: int = 1):
+    def shape(self, tp: int, cp: int, mbs: int, sp: bool, ep: int = 1, etp: int = 1,
+              ep_comm_overlap: bool = False):
         """(dense BlockTimes, EdgeTimes, smallest stored activation bytes per block, smallest
         fwd+bwd seconds per block): for an MoE model the smallest over both block kinds, so the
         group bounds built on them stay below every split."""
-        key = (tp, cp, mbs, sp, ep, etp)
+        key = (tp, cp, mbs, sp, ep, etp, ep_comm_overlap)
         if key not in self._shapes:
-            probe = Strategy(tp=tp, cp=cp, mbs=mbs, sp=sp, ep=ep, etp=etp)
+            probe = Strategy(tp=tp, cp=cp, mbs=mbs, sp=sp, ep=ep, etp=etp,
+                             ep_comm_overlap=ep_comm_overlap)
             kinds = [(block_times(self.model, probe, self.hw), block_activations(self.model, probe))]
             moe = self.model.arch.moe
             if moe is not None:
                 moe_kind = (moe_block_times(self.model, probe, self.hw),
                             moe_block_activations(self.model, probe))
                 kinds = [moe_kind] + (kinds if moe.has_dense_blocks else [])
-            modes = ("none", *self.limits.recompute_modes)
+            limits = member_limits(self.limits, probe)
+            modes = ("none", *limits.recompute_modes)
             act_min = min(getattr(acts, mode) for _, acts in kinds for mode in modes)
             block_s = min(times.fwd + times.bwd for times, _ in kinds)
             dense_times = block_times(self.model, probe, self.hw)
@@ -170,25 +186,38 @@ def groups(model: ModelSpec, cluster: ClusterSpec, cache: Cache, options: Search
                 for sp, (ep, etp) in itertools.product(
                         sequence_parallel_options(model, tp, cp, limits),
                         expert_parallel_options(model, dp, tp, cp, cluster.gpus_per_node, limits)):
-                    _, edge, _, block_s = cache.shape(tp, cp, mbs, sp, ep, etp)
                     members = sum(len(offload_options(z, limits)) for z in zero_stages(dp, cp, pp, limits)
                                   if expert_member_ok(Strategy(dp=dp, tp=tp, cp=cp, ep=ep, zero=z),
                                                       model, limits))
+                    edge = cache.shape(tp, cp, mbs, sp, ep, etp)[1]
                     first_s, last_s = edge.first_fwd + edge.first_bwd, edge.last_fwd + edge.last_bwd
                     if pp == 1:
                         first_s, last_s = first_s + last_s, 0.0
-                    at_one = integer_min_max(layers, pp, 1, block_s, first_s, last_s) if pp > 1 else 0.0
-                    for vpp in virtual_stage_counts(model, pp, m, limits):
+                    at_one = {}  # the vpp = 1 min-max, per overlap choice
+                    for vpp, overlap in _schedules(model, pp, m, ep, limits):
+                        block_s = cache.shape(tp, cp, mbs, sp, ep, etp, overlap)[3]
+                        if overlap not in at_one:
+                            at_one[overlap] = integer_min_max(layers, pp, 1, block_s, first_s,
+                                                              last_s) if pp > 1 else 0.0
                         slowest = integer_min_max_for_vpp(layers, pp, vpp, block_s, first_s,
-                                                          last_s, at_one)
+                                                          last_s, at_one[overlap])
                         bound = makespan_lower_bound_s(
                             layers=layers, pp=pp, vpp=vpp, micro_batches=m, block_s=block_s,
                             first_s=first_s, last_s=last_s, slowest=slowest) * weight
-                        yield bound, Group((dp, tp, pp, cp, vpp, mbs, sp, ep, etp), members)
+                        yield bound, Group((dp, tp, pp, cp, vpp, mbs, sp, ep, etp, overlap),
+                                           members)
+
+
+def _schedules(model: ModelSpec, pp: int, micro_batches: int, ep: int, limits: EngineLimits):
+    """(vpp, ep_comm_overlap) pairs of a group's degrees."""
+    for vpp in virtual_stage_counts(model, pp, micro_batches, limits):
+        for overlap in ep_comm_overlap_options(model, ep, pp, vpp, micro_batches, limits):
+            yield vpp, overlap
 
 
 def group_memory_bound(model: ModelSpec, outer: Strategy, cache: Cache) -> float:
-    _, _, act_min, _ = cache.shape(outer.tp, outer.cp, outer.mbs, outer.sp, outer.ep, outer.etp)
+    _, _, act_min, _ = cache.shape(outer.tp, outer.cp, outer.mbs, outer.sp, outer.ep, outer.etp,
+                                   outer.ep_comm_overlap)
     return group_memory_lower_bound_bytes(
         model, outer, state_bytes=cache.min_state_bytes(outer.dp, outer.cp), act_bytes=act_min)
 
@@ -212,11 +241,12 @@ def member_strategies(model: ModelSpec, group: Group, options: SearchOptions):
 def member_base_terms(model: ModelSpec, hw: Hardware, st: Strategy, cache: Cache):
     """Terms of `st` at whatever vpp the cache first saw this candidate with (block/edge times
     from the cache); `member_terms` turns them into st's own."""
-    key = (st.dp, st.tp, st.pp, st.cp, st.mbs, st.sp, st.ep, st.etp, st.zero,
+    key = (st.dp, st.tp, st.pp, st.cp, st.mbs, st.sp, st.ep, st.etp, st.ep_comm_overlap, st.zero,
            st.offload_optimizer, st.offload_params)
     base = cache.terms.get(key)
     if base is None:
-        block, edge, _, _ = cache.shape(st.tp, st.cp, st.mbs, st.sp, st.ep, st.etp)
+        block, edge, _, _ = cache.shape(st.tp, st.cp, st.mbs, st.sp, st.ep, st.etp,
+                                        st.ep_comm_overlap)
         base = cache.terms[key] = candidate_terms(model, st, hw, block=block, edge=edge)
     return base
 

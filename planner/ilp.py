@@ -66,7 +66,8 @@ def solve_split(terms: CandidateTerms, st: Strategy, layers: int, *, capacity_by
     prob = pulp.LpProblem("split", pulp.LpMinimize)
     # Variables (integers are block counts, binaries mark a recompute mode used on a stage).
     n = [prob.add_variable(f"n{i}", v, big_n, cat="Integer") for i in range(pp)]  # blocks
-    allow_full = "full" in limits.recompute_modes
+    # Full recompute never combines with the expert-parallel overlap (Strategy.validate).
+    allow_full = "full" in limits.recompute_modes and not st.ep_comm_overlap
     allow_sel = "selective" in limits.recompute_modes
     f = [prob.add_variable(f"f{i}", 0, big_n if allow_full else 0, cat="Integer") for i in range(pp)]
     s = [prob.add_variable(f"s{i}", 0, big_n if allow_sel else 0, cat="Integer") for i in range(pp)]
@@ -79,9 +80,11 @@ def solve_split(terms: CandidateTerms, st: Strategy, layers: int, *, capacity_by
     mixes = _stage_mixes(prob, terms, st, n, f, s, big_n)
     expr = _stage_expressions(terms, st, mixes)
     times = [e / time_unit for e in expr["time"]]
+    fills = [(e + u) / time_unit for e, u in zip(expr["time"], expr["unpaired"])]
     if objective == "time":
-        # Makespan (pipeline.makespan_s): sum_i t_i / v + (m - 1/v) max_i t_i, min-max via t_max.
-        prob += (pulp.lpSum(times) * (1.0 / v) + (m - 1.0 / v) * t_max
+        # Makespan (pipeline.makespan_s): sum_i u_i / v + (m - 1/v) max_i t_i with the fill and
+        # drain times u_i = t_i + unpaired exchange, min-max via t_max.
+        prob += (pulp.lpSum(fills) * (1.0 / v) + (m - 1.0 / v) * t_max
                  + terms.p2p_s / time_unit + grad + gather + opt)
     else:
         peak = prob.add_variable("peak", 0)  # min-max of stage memory / unit
@@ -114,7 +117,8 @@ def solve_split(terms: CandidateTerms, st: Strategy, layers: int, *, capacity_by
         states = (expr["params"][i] * _state_bytes(terms.states)
                   + expr["experts"][i] * _state_bytes(es))
         row = mem_scale * (states + terms.zero3_buffer_bytes + terms.in_flight[i] * stored
-                           + terms.extra_acts[i]) + (1.0 + ALLOCATOR_FRACTION) * tau[i]
+                           + terms.extra_acts[i] + terms.paired_block_bytes) \
+            + (1.0 + ALLOCATOR_FRACTION) * tau[i]
         if objective == "time":
             prob += row <= 1.0 - _MEMORY_MARGIN
         else:
@@ -215,19 +219,23 @@ def _interleaved_mixes(prob, terms: CandidateTerms, st: Strategy, n, f, s, big_n
 def _stage_expressions(terms: CandidateTerms, st: Strategy, mixes) -> dict[str, list]:
     """Per-stage linear expressions in seconds/parameters (estimate.stage_time_parts)."""
     pp = st.pp
-    out: dict[str, list] = {"time": [], "fwd": [], "bwd": [], "params": [], "experts": []}
+    out: dict[str, list] = {"time": [], "unpaired": [], "fwd": [], "bwd": [], "params": [],
+                            "experts": []}
     for i in range(pp):
         edge_fwd, edge_bwd = terms.edge_s(i, pp)
         time, fwd, bwd, params, experts = edge_fwd + edge_bwd, edge_fwd, edge_bwd, 0, 0
+        unpaired = 0
         for kind, count, full, sel in mixes[i]:
             b = kind.times
             recompute = b.recompute_full * full + b.recompute_selective * sel
             time += kind.none_s * count + recompute
+            unpaired += b.ep_unpaired * count
             fwd += b.fwd * count
             bwd += b.bwd * count + recompute
             params += kind.params * count
             experts += kind.expert_params * count
         out["time"].append(time)
+        out["unpaired"].append(unpaired)
         out["fwd"].append(fwd)
         out["bwd"].append(bwd)
         out["params"].append(params + terms.stage_params(i, pp, 0))

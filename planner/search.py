@@ -24,8 +24,8 @@ from cost_models.estimate import evaluate
 from cost_models.hardware import Hardware
 from planner.bounds import host_lower_bound_bytes, memory_lower_bound_bytes, pipeline_p2p_s
 from planner.candidates import (Cache, Group, SearchOptions, group_memory_bound, groups,
-                                member_base_terms, member_choices, member_terms, members,
-                                objective_weight,
+                                member_base_terms, member_choices, member_limits, member_terms,
+                                members, objective_weight,
                                 with_vpp)
 from planner.ilp import MIP_REL_GAP, IlpResult, solve_split
 from planner.specs import ClusterSpec, ModelSpec
@@ -150,7 +150,7 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
             tight = float("inf")
             if not _member_cannot_fit(terms, st, model.arch.layers, hw, options):
                 tight = strong_step_lower_bound_s(terms, st, model.arch.layers, hw.capacity_bytes,
-                                                  options.limits) * weight
+                                                  member_limits(options.limits, st)) * weight
             if tight == float("inf"):
                 stats.pruned_by_memory += 1
             else:
@@ -197,7 +197,7 @@ def _layout(st: Strategy) -> tuple:
 def _member_cannot_fit(terms, st: Strategy, layers: int, hw: Hardware,
                        options: SearchOptions) -> bool:
     """Memory lower bounds of one candidate (GPU and host)."""
-    mem = memory_lower_bound_bytes(terms, st, layers, options.limits)
+    mem = memory_lower_bound_bytes(terms, st, layers, member_limits(options.limits, st))
     host = host_lower_bound_bytes(terms, st, layers)
     return mem > hw.capacity_bytes or host > hw.host_mem_bytes_per_gpu
 

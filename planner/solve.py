@@ -18,8 +18,8 @@ from planner.search import Ranked, SearchOptions, SearchResult, search
 from planner.specs import ClusterSpec, ModelSpec
 from planner.strategy import Strategy
 
-SEPARATING_FIELDS = ("dp", "tp", "pp", "cp", "vpp", "mbs", "zero", "sp", "offload_optimizer",
-                     "offload_params")
+SEPARATING_FIELDS = ("dp", "tp", "pp", "cp", "vpp", "mbs", "zero", "sp", "ep", "etp",
+                     "ep_comm_overlap", "offload_optimizer", "offload_params")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -162,6 +162,19 @@ def expert_parallel_options(model: ModelSpec, dp: int, tp: int, cp: int, gpus_pe
     return options
 
 
+def ep_comm_overlap_options(model: ModelSpec, ep: int, pp: int, vpp: int, micro_batches: int,
+                            limits: EngineLimits) -> list[bool]:
+    """The expert-parallel all-to-all overlap off and, for an MoE model with ep > 1 and at least
+    two micro-batches to pair on an engine that has it (interleaved when it needs that), on: it
+    trades one block's activations and no full recompute for hidden exchanges, so the ILP, not
+    an assumption, decides. (One micro-batch has nothing to pair with: same time, more memory.)"""
+    if model.arch.moe is None or ep == 1 or micro_batches < 2 or not limits.ep_comm_overlap:
+        return [False]
+    if limits.ep_comm_overlap_needs_interleaved and pp > 1 and vpp == 1:
+        return [False]
+    return [False, True]
+
+
 def expert_member_ok(st: Strategy, model: ModelSpec, limits: EngineLimits) -> bool:
     """The ZeRO-dependent engine rule: ep within the sharded ranks cp*tp*(dp if ZeRO > 0)."""
     if model.arch.moe is None or not limits.expert_parallel_from_shards:
@@ -182,11 +195,17 @@ def outer_candidates(model: ModelSpec, cluster: ClusterSpec, limits: EngineLimit
                     for sp in sequence_parallel_options(model, tp, cp, limits):
                         for ep, etp in expert_parallel_options(model, dp, tp, cp,
                                                                cluster.gpus_per_node, limits):
-                            for zero in zero_stages(dp, cp, pp, limits):
-                                for off_opt, off_params in offload_options(zero, limits):
-                                    st = Strategy(dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, mbs=mbs,
-                                                  ep=ep, etp=etp, zero=zero, sp=sp,
-                                                  offload_optimizer=off_opt,
-                                                  offload_params=off_params)
-                                    if expert_member_ok(st, model, limits):
-                                        yield st
+                            for overlap in ep_comm_overlap_options(model, ep, pp, vpp, m,
+                                                                   limits):
+                                yield from _members(model, limits, Strategy(
+                                    dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, mbs=mbs, ep=ep, etp=etp,
+                                    sp=sp, ep_comm_overlap=overlap))
+
+
+def _members(model: ModelSpec, limits: EngineLimits, outer: Strategy) -> Iterator[Strategy]:
+    """`outer` with every ZeRO stage and offload choice the engine allows."""
+    for zero in zero_stages(outer.dp, outer.cp, outer.pp, limits):
+        for off_opt, off_params in offload_options(zero, limits):
+            st = outer.with_(zero=zero, offload_optimizer=off_opt, offload_params=off_params)
+            if expert_member_ok(st, model, limits):
+                yield st

@@ -69,6 +69,10 @@ class Strategy:
     """Overlap the data-parallel gradient reduction with the backward pass."""
     tp_comm_overlap: bool = False
     """Overlap tensor-parallel collectives with GEMMs (Transformer Engine userbuffers)."""
+    ep_comm_overlap: bool = False
+    """Pair the forward of one micro-batch with the backward of another, layer by layer, so that
+    each one's expert-parallel all-to-all runs beside the other's computation (MoE, ep > 1):
+    Megatron-Core's `--overlap-moe-expert-parallel-comm`, DeepSeek-V3's DualPipe (§3.2.1)."""
     stage_layers: tuple[int, ...] | None = None
     """Blocks per pipeline stage; None means a balanced split counting embedding and head."""
     stage_recompute: tuple[tuple[int, int], ...] | None = None
@@ -94,6 +98,8 @@ class Strategy:
         parts += [f"mbs={self.mbs}", f"zero={self.zero}"]
         if self.sp:
             parts.append("sp")
+        if self.ep_comm_overlap:
+            parts.append("ep-overlap")
         if self.stage_recompute is not None:
             parts.append("recompute=per-stage")
         elif self.recompute != "none":
@@ -155,6 +161,7 @@ class Strategy:
         if self.recompute_layers is not None and self.recompute_layers < 0:
             _fail(f"recompute_layers must be >= 0, got {self.recompute_layers}")
         self._validate_stages(model)
+        self._validate_ep_overlap(model)
 
     def _validate_experts(self, model: ModelSpec) -> None:
         """Megatron-Core's MoE rules: expert ranks are drawn from the tp*cp*dp ranks of a stage
@@ -163,6 +170,8 @@ class Strategy:
         if moe is None:
             if self.ep > 1 or self.etp > 1:
                 _fail(f"ep={self.ep} etp={self.etp}: expert parallelism needs an MoE model")
+            if self.ep_comm_overlap:
+                _fail("ep_comm_overlap overlaps the expert-parallel all-to-all: it needs an MoE model")
             return
         if moe.routed_experts % self.ep:
             _fail(f"routed_experts={moe.routed_experts} is not divisible by ep={self.ep}")
@@ -175,6 +184,20 @@ class Strategy:
                   "expert-parallel ranks come from the tensor, context and data-parallel ranks")
         if self.tp > 1 and not self.sp:
             _fail("MoE layers with tp > 1 need sequence parallelism (sp)", "add --sp")
+
+    def _validate_ep_overlap(self, model: ModelSpec) -> None:
+        """The all-to-all overlap pairs a forward with another micro-batch's backward, block by
+        block (Megatron-Core `TransformerConfig.__post_init__`: ep > 1, no full recompute)."""
+        if not self.ep_comm_overlap:
+            return
+        if self.ep == 1:
+            _fail("ep_comm_overlap with ep=1: there is no expert-parallel all-to-all to overlap",
+                  "raise ep or drop the overlap")
+        full = sum(stage.full for stage in self.stages(model))
+        if full:
+            _fail(f"ep_comm_overlap with full recompute ({full} blocks): a recomputed forward "
+                  "would re-run its all-to-all outside the paired schedule",
+                  "use selective recompute or drop the overlap")
 
     def expert_dp(self) -> int:
         """Expert data-parallel degree: tp*cp*dp / (ep*etp)."""

@@ -89,6 +89,11 @@ class EngineLimits:
     tp group when ep = 1 and whole when ep > 1 (etp = tp if ep == 1 else 1)."""
     expert_tensor_parallel_bias: bool = True
     """Experts with linear biases can be tensor-parallel (etp > 1)."""
+    ep_comm_overlap: bool = True
+    """The expert-parallel all-to-all of one micro-batch can run beside another's computation
+    (strategy.ep_comm_overlap)."""
+    ep_comm_overlap_needs_interleaved: bool = False
+    """That overlap runs only under the interleaved schedule when pp > 1 (vpp > 1)."""
     expert_parallel_from_shards: bool = False
     """The ep group is carved from the FSDP-sharded, context- and tensor-parallel ranks only, not
     from data-parallel replicas: ep divides cp*tp*(dp with ZeRO > 0, else 1)."""
@@ -156,6 +161,12 @@ class EngineLimits:
              f"when ep = 1 and whole when ep > 1: etp must be {whole_etp})"),
             (moe and st.etp > 1 and arch.linear_bias and not self.expert_tensor_parallel_bias,
              f"expert tensor parallelism (etp={st.etp}) of experts with linear biases"),
+            (st.ep_comm_overlap and not self.ep_comm_overlap,
+             "overlap of the expert-parallel all-to-all with another micro-batch's computation"),
+            (st.ep_comm_overlap and self.ep_comm_overlap and self.ep_comm_overlap_needs_interleaved
+             and st.pp > 1 and st.vpp == 1,
+             f"the expert-parallel all-to-all overlap with a non-interleaved pipeline (pp={st.pp} "
+             "needs vpp > 1)"),
             (moe and self.expert_parallel_from_shards and shards % st.ep,
              f"ep={st.ep} outside the sharded ranks cp*tp*(dp if ZeRO > 0 else 1) = {shards} "
              f"(expert ranks are never data-parallel replicas)"),

@@ -54,6 +54,11 @@ CASES: dict[str, tuple[str, str, dict]] = {
     "moe-deepseek-ep-etp": ("deepseek-v3", "dgx-h100-32n",
                             dict(dp=16, tp=2, pp=8, ep=16, etp=2, sp=True, zero=1,
                                  recompute="full", stage_layers=(7, 8, 8, 8, 8, 8, 8, 6))),
+    # DeepSeek-V3 with the all-to-all of one micro-batch overlapped with another's computation
+    # (Megatron's combined 1F1B needs the interleaved schedule: vpp=2; no full recompute).
+    "moe-deepseek-ep-overlap": ("deepseek-v3", "dgx-h100-32n",
+                                dict(dp=32, pp=8, vpp=2, ep=32, zero=1, recompute="selective",
+                                     ep_comm_overlap=True, stage_layers=(7, 8, 8, 8, 8, 8, 8, 6))),
     # DeepSeek-V3 under FSDP: ep=32 carved from the 32 sharded data-parallel ranks.
     "moe-deepseek-fsdp-ep": ("deepseek-v3", "dgx-h100-32n",
                              dict(dp=32, pp=8, ep=32, zero=3, recompute="full",

@@ -54,13 +54,18 @@ def megatron_validate(argv: list[str], env: dict[str, str], world_size: int, gpu
 
     validate_args asks CUDA for the GPU's compute capability (`get_device_arch_version`, and
     `torch.cuda.get_device_capability` for `--moe-grouped-gemm`); without a GPU the test supplies
-    the plan's (9 = Hopper) for the duration of the call.
+    the plan's (9 = Hopper) for the duration of the call. With `--delay-wgrad-compute` it asks
+    for Transformer Engine >= 2.8 (a GPU install absent here): `is_te_min_version` answers yes
+    for that call only.
     """
     arguments = megatron_arguments()
     arguments.get_device_arch_version = lambda: gpu_arch
     saved_argv, saved_env = sys.argv, dict(os.environ)
     saved_capability = arguments.torch.cuda.get_device_capability
+    saved_te = arguments.is_te_min_version
     arguments.torch.cuda.get_device_capability = lambda device=None: (gpu_arch, 0)
+    if "--delay-wgrad-compute" in argv:
+        arguments.is_te_min_version = lambda version, check_equality=True: True
     try:
         sys.argv = ["pretrain_gpt.py", *argv]
         os.environ.pop("CUDA_DEVICE_MAX_CONNECTIONS", None)
@@ -70,6 +75,7 @@ def megatron_validate(argv: list[str], env: dict[str, str], world_size: int, gpu
         return args
     finally:
         arguments.torch.cuda.get_device_capability = saved_capability
+        arguments.is_te_min_version = saved_te
         sys.argv = saved_argv
         os.environ.clear()
         os.environ.update(saved_env)

@@ -35,9 +35,10 @@ def small_cluster(gpus: int = 4):
     return replace(load_cluster("dgx-h100", nodes=1), gpus_per_node=gpus)
 
 
-def stage_options(n: int, limits):
-    """Every (full, selective) recompute count pair for a stage of n blocks."""
-    full_ok = "full" in limits.recompute_modes
+def stage_options(n: int, limits, st=None):
+    """Every (full, selective) recompute count pair for a stage of n blocks (no full recompute
+    under the expert-parallel overlap: Strategy.validate's rule)."""
+    full_ok = "full" in limits.recompute_modes and not (st is not None and st.ep_comm_overlap)
     sel_ok = "selective" in limits.recompute_modes
     return [(f, s) for f in range(n + 1) for s in range(n + 1 - f)
             if (f == 0 or full_ok) and (s == 0 or sel_ok)]
@@ -61,7 +62,7 @@ def brute_force(model, cluster, hw, limits):
         for split in splits(model.arch.layers, st.pp, st.vpp):
             if split[0] < dense_first:
                 continue
-            for choice in itertools.product(*(stage_options(n, limits) for n in split)):
+            for choice in itertools.product(*(stage_options(n, limits, st) for n in split)):
                 stages = [StageLayers(n, f, s) for n, (f, s) in zip(split, choice)]
                 if limits.name != "any":
                     resolved = st.with_(stage_layers=split,

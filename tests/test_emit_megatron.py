@@ -9,14 +9,15 @@ import pytest
 from emit_cases import check_golden, dry_run, plan
 from engine_parsers import megatron_arguments, megatron_transformer_config, megatron_validate
 from planner.emit import emit
-from planner.errors import InputError
+from planner.errors import InputError, InvalidStrategyError
 from planner.loading import load_cluster, load_model
 from planner.plan import Plan
 from planner.strategy import Strategy
 
 CASES = ["gpt-dense", "gpt-dense-fp8", "gpt-pp-fp16", "gpt-pp", "llama-gqa-selective", "pp-first-last", "pp-any-split-zero1",
          "vpp-even", "vpp-uneven-block", "cp", "zero1-offload", "moe-mixtral-ep",
-         "moe-mixtral-capacity", "moe-top1", "moe-deepseek-ep-etp", "moe-llama4-interleaved"]
+         "moe-mixtral-capacity", "moe-top1", "moe-deepseek-ep-etp", "moe-llama4-interleaved",
+         "moe-deepseek-ep-overlap"]
 ENV = {"MEGATRON_LM_DIR": "/opt/Megatron-LM", "DATA_PATH": "/data/corpus_text_document",
        "TOKENIZER_MODEL": "meta-llama/Llama-3.1-8B"}
 
@@ -40,8 +41,9 @@ def _megatron_args(tmp_path, case):
     files = emit(p, "megatron", tmp_path)
     argv = dry_run(tmp_path / "megatron.sh", ENV)
     script_at = argv.index("/opt/Megatron-LM/pretrain_gpt.py")
-    exports = {"CUDA_DEVICE_MAX_CONNECTIONS": "1"} if "export CUDA_DEVICE_MAX_CONNECTIONS=1" in \
-        (tmp_path / "megatron.sh").read_text() else {}
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in
+                   (tmp_path / "megatron.sh").read_text().splitlines()
+                   if line.startswith("export CUDA_DEVICE_MAX_CONNECTIONS="))
     args = megatron_validate(argv[script_at + 1:], exports, p.strategy.world)
     return p, files, argv, args
 
@@ -82,6 +84,7 @@ def test_megatron_accepts_emitted_arguments(tmp_path, case):
                                                 "hybrid" if precision == "fp8" else None)
     assert args.sequence_parallel == st.sp
     assert args.tp_comm_overlap == st.tp_comm_overlap
+    assert args.overlap_moe_expert_parallel_comm == args.delay_wgrad_compute == st.ep_comm_overlap
     assert args.use_distributed_optimizer == (st.zero == 1)
     assert args.optimizer_cpu_offload == st.offload_optimizer
     vpp = args.virtual_pipeline_model_parallel_size or 1
@@ -102,8 +105,12 @@ def _check_experts(p, args, config):
     st, arch = p.strategy, p.model.arch
     moe, mla = arch.moe, arch.mla
     assert config.multi_latent_attention == (mla is not None)
+    # The combined 1F1B schedule's rules (vpp, ep, dispatcher, recompute, precision) are
+    # checked by TransformerConfig itself.
+    assert config.overlap_moe_expert_parallel_comm == config.delay_wgrad_compute == st.ep_comm_overlap
     if mla is not None:
         assert type(config).__name__ == "MLATransformerConfig"
+        assert config.qk_layernorm  # the q/kv latent norms
         assert (config.q_lora_rank or 0, config.kv_lora_rank, config.qk_head_dim,
                 config.qk_pos_emb_head_dim, config.v_head_dim) == (
             mla.q_lora_rank, mla.kv_lora_rank, mla.qk_nope_head_dim, mla.qk_rope_head_dim,
@@ -146,6 +153,26 @@ def test_megatron_rejects_what_it_cannot_express(tmp_path):
     message = str(err.value)
     assert "ZeRO stage 3" in message and "parameter offload" in message
     assert not list(tmp_path.iterdir())
+
+
+def test_megatron_rejects_overlap_without_interleaving(tmp_path):
+    """Megatron's combined 1F1B schedule needs a virtual pipeline when pp > 1."""
+    base = plan("moe-deepseek-ep-overlap")
+    flat = Plan(model=base.model, cluster=base.cluster, strategy=base.strategy.with_(vpp=1))
+    flat.strategy.validate(flat.model, flat.cluster)
+    with pytest.raises(InputError, match=r"all-to-all overlap with a non-interleaved pipeline"):
+        emit(flat, "megatron", tmp_path)
+
+
+def test_overlap_rules_are_live(tmp_path):
+    """TransformerConfig refuses the overlap with full recompute, which the planner's Strategy
+    refuses too (so Megatron's rule and fmplan's agree)."""
+    p, _, argv, args = _megatron_args(tmp_path, "moe-deepseek-ep-overlap")
+    args.recompute_granularity, args.recompute_method, args.recompute_num_layers = "full", "uniform", 1
+    with pytest.raises(AssertionError, match="disable full recomputation"):
+        megatron_transformer_config(args)
+    with pytest.raises(InvalidStrategyError, match="full recompute"):
+        p.strategy.with_(recompute="full", stage_recompute=None).validate(p.model, p.cluster)
 
 
 def test_megatron_rejects_tensor_parallel_experts_with_biases(tmp_path):

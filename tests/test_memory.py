@@ -2,11 +2,13 @@
 et al. 2022, Table 2), plus invariants of the whole estimate."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from cost_models.estimate import estimate
 from cost_models.memory import (block_activations, in_flight_microbatches, state_bytes_per_param)
-from planner.specs import Architecture, ModelSpec, Training
+from planner.specs import Architecture, MLASpec, ModelSpec, Training
 from planner.strategy import Strategy
 
 S, B, H, A = 2048, 4, 6144, 64   # GPT 22B shapes (Korthikanti Table 3)
@@ -55,6 +57,35 @@ def test_gqa_and_swiglu_change_the_coefficients():
     sb = 4096 * 1
     assert a_mha - a_gqa == pytest.approx(2 * 2 * sb * (4096 - 1024))     # K and V, 2 bytes each
     assert a_gqa == pytest.approx(sb * (8 * 4096 + 2 * 4096 + 4 * 1024 + 2 * 4096 + 6 * 14336))
+
+
+def test_multi_latent_attention_activations_by_hand():
+    """MLA as Megatron-Core's MLASelfAttention stores it, one case counted tensor by tensor
+    (16-bit, 2 bytes): s=512 tokens x b=2, h=1024, a=8 heads, q/kv latents 256/128, per-head
+    d_nope=64, d_rope=32, d_v=64, SwiGLU f=2048, tp=2 with sequence parallelism, flash attention."""
+    mla = MLASpec(q_lora_rank=256, kv_lora_rank=128, qk_nope_head_dim=64, qk_rope_head_dim=32,
+                  v_head_dim=64)
+    arch = Architecture(layers=2, hidden=1024, heads=8, kv_heads=8, ffn_hidden=2048, vocab=32000,
+                        mlp="swiglu", norm="rmsnorm", mla=mla)
+    model = ModelSpec(name="mla", arch=arch, training=Training(seq_len=512, global_batch=8))
+    acts = block_activations(model, Strategy(tp=2, sp=True, mbs=2))
+    tokens, t = 512 * 2, 2
+    outside = tokens * 2 * (1024 + 1024      # input-norm and pre-MLP-norm inputs
+                            + 1024            # q/kv down-projections' input (the norm output)
+                            + 256 + 256       # q latent: its norm's input and output
+                            + 128 + 128       # kv latent: the same
+                            + 1024)           # MLP input
+    heads = tokens * 2 * 8 * (96 + 96 + 64 + 64)   # query, key (rope expanded), value, output
+    mlp = tokens * 2 * 3 * 2048                    # SwiGLU gate, up, product
+    lse = tokens * 4 * 8                           # fp32 log-sum-exp per head
+    assert acts.selective == outside / t + (heads + mlp) / t
+    assert acts.none == acts.selective + lse / t
+    assert acts.full == tokens * 2 * 1024 / t
+    # The MHA-shaped approximation it replaces (Q, K, V and output of width h) kept far less.
+    mha = replace(arch, mla=None)
+    approx = block_activations(replace(model, arch=mha), Strategy(tp=2, sp=True, mbs=2))
+    assert acts.none - approx.none == pytest.approx(
+        (tokens * 2 * (256 + 256 + 128 + 128)) / t + (heads - tokens * 2 * 4 * 1024) / t)
 
 
 @pytest.mark.parametrize("grads_fp32, zero, expected", [

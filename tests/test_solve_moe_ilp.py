@@ -30,7 +30,7 @@ def brute_force(model, st, hw, terms):
     for split in splits(model.arch.layers, st.pp, st.vpp):
         if split[0] < d:
             continue
-        for choice in itertools.product(*(stage_options(n, ANY) for n in split)):
+        for choice in itertools.product(*(stage_options(n, ANY, st) for n in split)):
             stages = [StageLayers(n, f, s) for n, (f, s) in zip(split, choice)]
             cost = evaluate(model, st, hw, terms, stages)
             if cost.fits and cost.step_time_s < best[0]:
@@ -45,6 +45,8 @@ def brute_force(model, st, hw, terms):
     Strategy(dp=2, pp=2, ep=2, zero=1, mbs=2),
     Strategy(dp=1, pp=4, zero=0, mbs=1),
     Strategy(dp=4, pp=1, ep=4, zero=3, mbs=1),
+    Strategy(dp=2, pp=2, ep=2, zero=1, mbs=1, ep_comm_overlap=True),
+    Strategy(dp=4, pp=1, ep=4, zero=3, mbs=1, ep_comm_overlap=True),
 ], ids=lambda s: s.describe())
 def test_moe_ilp_equals_brute_force(first_dense, interval, layers, capacity_share, st):
     model = tiny_moe(first_dense, interval, layers)

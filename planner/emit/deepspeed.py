@@ -14,7 +14,8 @@ What DeepSpeed cannot express (LIMITS):
 - fp8; selective recompute (DeepSpeed checkpoints whole blocks, and the config cannot choose
   which: full recompute covers every block); optimizer offload needs ZeRO >= 1.
 - mixture-of-experts models and expert parallelism (ep, etp): DeepSpeed-MoE is a layer
-  (`deepspeed.moe.layer.MoE(ep_size=...)`) the model code builds; ds_config has no key for it.
+  (`deepspeed.moe.layer.MoE(ep_size=...)`) the model code builds; ds_config has no key for it,
+  nor for overlapping its all-to-all with another micro-batch (strategy.ep_comm_overlap).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ LIMITS = EngineLimits(
     pipeline_zero_stages=(0, 1), interleaved=False, context_parallel=False,
     offload_optimizer_zero_stages=(1, 2, 3), recompute_modes=("none", "full"),
     mixed_recompute=False, full_counts="all", stage_split="even", moe=False,
-    expert_parallel=False)
+    expert_parallel=False, ep_comm_overlap=False)
 
 SCRIPT = "deepspeed.sh"
 CONFIG = "ds_config.json"

@@ -17,6 +17,10 @@ What Megatron-LM cannot express (LIMITS):
   same k everywhere; one mode for the whole model.
 - expert tensor parallelism (etp > 1) of experts with linear biases (`TransformerConfig`: "Bias in
   MoE is only supported when ETP==1").
+- the expert-parallel all-to-all overlap (`--overlap-moe-expert-parallel-comm`) with pp > 1 and
+  no virtual pipeline (`TransformerConfig`: "virtual_pipeline_model_parallel_size must be
+  specified when pipeline_model_parallel_size > 1"); its other rules (ep > 1, all-to-all
+  dispatcher, no full recompute, bf16/fp16 base precision) hold for every plan it emits.
 Any layer split is expressible: even splits use the plain flags, first/last-only splits use
 `--decoder-first/last-pipeline-num-layers`, anything else `--pipeline-model-parallel-layout`.
 """
@@ -32,7 +36,7 @@ LIMITS = EngineLimits(
     name="megatron", zero_stages=(0, 1), tp_comm_overlap_needs_sp=True, offload_params=False,
     offload_optimizer_zero_stages=(1,),
     mixed_recompute=False, selective_counts="all", full_counts="uniform", stage_split="any",
-    expert_tensor_parallel_bias=False)
+    expert_tensor_parallel_bias=False, ep_comm_overlap_needs_interleaved=True)
 
 SCRIPT = "megatron.sh"
 VARIABLES = [
@@ -51,12 +55,22 @@ def render(plan: Plan, values: dict[str, str]) -> dict[str, str]:
     """megatron.sh (torchrun, single or multi-node) and slurm.sbatch."""
     st = plan.strategy
     exports = {}
+    notes = [f"Vocabulary comes from TOKENIZER_MODEL; the plan assumes {plan.model.arch.vocab} "
+             "tokens (Megatron pads it to a multiple of 128 * tp)."]
     if st.tp > 1 or st.cp > 1:
         # Megatron needs one CUDA stream connection on Hopper and older so that TP/CP
         # communication kernels are scheduled in issue order (asserted by validate_args).
         exports["CUDA_DEVICE_MAX_CONNECTIONS"] = "1"
-    notes = [f"Vocabulary comes from TOKENIZER_MODEL; the plan assumes {plan.model.arch.vocab} "
-             "tokens (Megatron pads it to a multiple of 128 * tp)."]
+        if st.ep_comm_overlap:
+            notes.append("CUDA_DEVICE_MAX_CONNECTIONS=1 (for TP/CP) lets the all-to-all overlap "
+                         "only partly run beside computation on Hopper and older GPUs")
+    elif st.ep_comm_overlap:
+        # The all-to-all runs on its own stream beside computation: more hardware queues
+        # (Megatron's validate_args warning; its MoE model zoo sets 32 with the overlap).
+        exports["CUDA_DEVICE_MAX_CONNECTIONS"] = "32"
+    if st.ep_comm_overlap:
+        notes.append("The all-to-all overlap needs torch >= 2.6 and, with --delay-wgrad-compute "
+                     "and --overlap-grad-reduce, Transformer Engine >= 2.8 (Megatron's checks).")
     script = torchrun_script(
         plan, engine="Megatron-LM", variables=VARIABLES, exports=exports,
         program=['"$MEGATRON_LM_DIR/pretrain_gpt.py"'], args=arguments(plan), values=values,
@@ -96,11 +110,14 @@ def _model(plan: Plan) -> list[tuple[str, ...]]:
 
 
 def _attention(plan: Plan) -> list[tuple[str, ...]]:
-    """Multi-latent attention (DeepSeek-V2/V3); a query LoRA rank of 0 is a full-rank query."""
+    """Multi-latent attention (DeepSeek-V2/V3); a query LoRA rank of 0 is a full-rank query. The
+    compressed query and KV latents are RMS-normalised before their up-projections (DeepSeek-V2
+    §2.1.2; the parameters cost_models.flops counts): Megatron builds those norms with
+    `--qk-layernorm` (MLA's `q_layernorm`/`kv_layernorm`)."""
     mla = plan.model.arch.mla
     if mla is None:
         return []
-    flags = [("--multi-latent-attention",)]
+    flags = [("--multi-latent-attention",), ("--qk-layernorm",)]
     if mla.q_lora_rank:
         flags.append(("--q-lora-rank", _q(mla.q_lora_rank)))
     return flags + [("--kv-lora-rank", _q(mla.kv_lora_rank)),
@@ -177,6 +194,11 @@ def _parallel(plan: Plan) -> list[tuple[str, ...]]:
         flags.append(("--tp-comm-overlap",))
     if st.overlap_grad_reduce and st.dp > 1:
         flags.append(("--overlap-grad-reduce",))
+    if st.ep_comm_overlap:
+        # The combined 1F1B schedule (models/common/model_chunk_schedule_plan.py) with the
+        # experts' weight gradients delayed to run beside the dispatch backward (the cost model's
+        # moe.paired_exchange_s); both flags as Megatron-Core's MoE README pairs them.
+        flags += [("--overlap-moe-expert-parallel-comm",), ("--delay-wgrad-compute",)]
     return flags
 
 

@@ -23,6 +23,12 @@ What torchtitan cannot express (LIMITS):
 - an ep group across data-parallel replicas: it is carved from the FSDP-sharded, cp and tp ranks
   (`ParallelismConfig.expert_parallel_degree`: dp_shard * cp * tp = efsdp * ep), so with ZeRO 0
   (pure replication) ep divides cp * tp.
+- the expert-parallel all-to-all overlap (strategy.ep_comm_overlap): `torchtitan.train` has no
+  switch for it. Its DualPipeV schedule emits OVERLAP_F_B actions, but torch's pipelining runtime
+  runs their forward and backward one after the other unless a custom function is registered
+  (`register_custom_function`), which only the experimental graph trainer does
+  (`torchtitan.experiments.graph_trainer`, `--compile.ep_overlap`, chunking one micro-batch in
+  two under torch.compile): another entry point, not emitted.
 """
 from __future__ import annotations
 
@@ -66,7 +72,8 @@ LIMITS = EngineLimits(
     name="torchtitan", zero_stages=(0, 2, 3), precisions=("bf16",), tp_comm_overlap=False,
     offload_optimizer_zero_stages=(3,), offload_all_or_none=True, mixed_recompute=False,
     selective_counts="all", full_counts="all", stage_split="any", known_models=KNOWN_MODELS,
-    expert_tensor_parallel="tp_without_ep", expert_parallel_from_shards=True)
+    expert_tensor_parallel="tp_without_ep", expert_parallel_from_shards=True,
+    ep_comm_overlap=False)
 
 SCRIPT = "torchtitan.sh"
 VARIABLES = [

@@ -48,6 +48,7 @@ ARGS=(
   --hidden-dropout 0
   --attention-backend flash
   --multi-latent-attention
+  --qk-layernorm
   --q-lora-rank 1536
   --kv-lora-rank 512
   --qk-head-dim 128
