@@ -74,7 +74,7 @@ def moe_block_times(model: ModelSpec, st: Strategy, hw: Hardware) -> BlockTimes:
     dispatch = combine = 0.0
     if st.ep > 1:
         sent = tokens * moe.top_k * arch.hidden * ACT_BYTES * (moe.capacity_factor or 1.0)
-        a2a = comm.collective_time_s("all_to_all", sent, st.ep, comm.group_link(hw, st.ep, st.etp))
+        a2a = comm.all_to_all_time_s(hw, sent, st.ep, st.etp)
         dispatch, combine = dispatch + a2a, combine + a2a
     if st.etp > 1:
         gathered = rows * arch.hidden * ACT_BYTES
