@@ -79,11 +79,12 @@ class Hardware:
         """Roofline time of `count` GEMMs (M x K)(K x N): max(compute, memory) + launch overhead.
 
         Compute runs at peak * efficiency(size); memory moves A, B and C once (Williams et al. 2009,
-        roofline). fp8 GEMMs read 1-byte operands and write 2-byte outputs.
+        roofline). fp8 GEMMs read 1-byte operands and write 2-byte outputs; fp32 GEMMs (no
+        tensor cores: PyTorch leaves TF32 off for matmuls) read and write 4-byte elements.
         """
         flops = 2.0 * m * k * n
-        in_bytes = 1 if precision == "fp8" else 2
-        traffic = in_bytes * (m * k + k * n) + 2 * m * n
+        in_bytes, out_bytes = {"fp8": (1, 2), "fp32": (4, 4)}.get(precision, (2, 2))
+        traffic = in_bytes * (m * k + k * n) + out_bytes * m * n
         compute = flops / (self.peak(precision) * self.gemm_efficiency(flops, precision))
         return count * (max(compute, traffic / self.hbm_Bps) + self.kernel_overhead_s)
 

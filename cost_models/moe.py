@@ -62,7 +62,7 @@ def moe_block_times(model: ModelSpec, st: Strategy, hw: Hardware) -> BlockTimes:
     shared = sum(hw.gemm_time_s(g.m, g.k, g.n, prec)
                  for g in mlp_gemms(arch, tokens_sp, moe.shared_ffn_hidden, st.tp)) if moe.shared_ffn_hidden else 0.0
     tokens = tokens_sp / st.tp
-    router = hw.gemm_time_s(int(tokens), arch.hidden, moe.routed_experts, "bf16")
+    router = hw.gemm_time_s(int(tokens), arch.hidden, moe.routed_experts, moe.router_dtype)
     ffn_bytes = rows * moe.expert_ffn_hidden / st.etp * ACT_BYTES
     permute = hw.memory_time_s(4 * rows * arch.hidden * ACT_BYTES + (3 if arch.mlp == "swiglu" else 2) * ffn_bytes, 4)
     # Computation before the dispatch (attention half, router, shared experts) and after it

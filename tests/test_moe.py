@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -158,3 +159,18 @@ def test_first_dense_layers_land_on_the_first_stage():
     r = estimate(model, cluster, st)
     # Stage 0 holds the 3 dense blocks (no experts): less memory than an all-MoE middle stage.
     assert r.stages[0].memory_bytes["weights"] < r.stages[1].memory_bytes["weights"]
+
+
+def test_fp32_router_runs_at_the_fp32_rate():
+    """Megatron's --moe-router-dtype fp32 computes the router GEMM in fp32 (no tensor cores):
+    the block's forward grows by the fp32-minus-bf16 router GEMM time, nothing else changes."""
+    model = load_model("deepseek-v3")
+    hw = from_cluster(load_cluster("hgx-h800-2n"))
+    st = Strategy(dp=16, ep=16, mbs=1)
+    fp32 = moe_block_times(model, st, hw)
+    bf16_model = replace(model, arch=replace(model.arch, moe=replace(model.arch.moe, router_dtype="bf16")))
+    bf16 = moe_block_times(bf16_model, st, hw)
+    tokens, h, e = model.training.seq_len, model.arch.hidden, model.arch.moe.routed_experts
+    extra = hw.gemm_time_s(tokens, h, e, "fp32") - hw.gemm_time_s(tokens, h, e, "bf16")
+    assert extra > 0
+    assert fp32.fwd_compute - bf16.fwd_compute == pytest.approx(extra, rel=1e-9)
