@@ -11,12 +11,12 @@ import itertools
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cost_models.block import block_times, edge_times
+from cost_models.block import BlockTimes, EdgeTimes, block_times, edge_times
 from cost_models.flops import block_params
 from cost_models.hardware import Hardware
 from cost_models.memory import (ALLOCATOR_FRACTION, block_activations, in_flight_microbatches,
                                 stage_extra_activations, state_bytes_per_param)
-from cost_models.moe import moe_block_activations, moe_block_times
+from cost_models.moe import moe_block_activations, moe_block_params, moe_block_times
 from cost_models.terms import candidate_terms
 from planner.bounds import (group_memory_lower_bound_bytes, integer_min_max,
                             integer_min_max_for_vpp, makespan_lower_bound_s, pipeline_p2p_s,
@@ -78,6 +78,23 @@ def objective_weight(model: ModelSpec, st: Strategy, options: SearchOptions) -> 
     return steps * st.world / 3600.0
 
 
+@dataclass(frozen=True, kw_only=True)
+class Shape:
+    """What the candidates sharing tp, cp, mbs, sp, ep and etp have in common."""
+
+    block: BlockTimes
+    """Times of a dense block."""
+    edge: EdgeTimes
+    dense_act: float
+    """Smallest stored activation bytes of a dense block over the allowed recompute modes."""
+    moe_act: float
+    """The same for an MoE block (= dense_act for a dense model)."""
+    dense_s: float
+    """fwd + bwd seconds of a dense block (no ZeRO traffic)."""
+    moe_s: float
+    """fwd + bwd seconds of an MoE block (= dense_s for a dense model)."""
+
+
 class Cache:
     """Per-search caches of the pieces many candidates share.
 
@@ -93,104 +110,127 @@ class Cache:
         self.terms: dict[tuple, Any] = {}
         """Candidate terms by everything but vpp (see `member_terms`)."""
 
-    def shape(self, tp: int, cp: int, mbs: int, sp: bool, ep: int = 1, etp: int = 1):
-        """(dense BlockTimes, EdgeTimes, smallest stored activation bytes per block, smallest
-        fwd+bwd seconds per block): for an MoE model the smallest over both block kinds, so the
-        group bounds built on them stay below every split."""
+    def shape(self, tp: int, cp: int, mbs: int, sp: bool, ep: int = 1, etp: int = 1) -> Shape:
+        """Block and edge times and smallest stored activations per block kind (`Shape`)."""
         key = (tp, cp, mbs, sp, ep, etp)
         if key not in self._shapes:
             probe = Strategy(tp=tp, cp=cp, mbs=mbs, sp=sp, ep=ep, etp=etp)
-            kinds = [(block_times(self.model, probe, self.hw), block_activations(self.model, probe))]
-            moe = self.model.arch.moe
-            if moe is not None:
-                moe_kind = (moe_block_times(self.model, probe, self.hw),
-                            moe_block_activations(self.model, probe))
-                kinds = [moe_kind] + (kinds if moe.first_dense_layers else [])
             modes = ("none", *self.limits.recompute_modes)
-            act_min = min(getattr(acts, mode) for _, acts in kinds for mode in modes)
-            block_s = min(times.fwd + times.bwd for times, _ in kinds)
-            dense_times = block_times(self.model, probe, self.hw)
-            self._shapes[key] = (dense_times, edge_times(self.model, probe, self.hw), act_min, block_s)
+            dense_times, dense_acts = block_times(self.model, probe, self.hw), block_activations(self.model, probe)
+            moe_times, moe_acts = dense_times, dense_acts
+            if self.model.arch.moe is not None:
+                moe_times = moe_block_times(self.model, probe, self.hw)
+                moe_acts = moe_block_activations(self.model, probe)
+            self._shapes[key] = Shape(
+                block=dense_times, edge=edge_times(self.model, probe, self.hw),
+                dense_act=min(getattr(dense_acts, mode) for mode in modes),
+                moe_act=min(getattr(moe_acts, mode) for mode in modes),
+                dense_s=dense_times.fwd + dense_times.bwd, moe_s=moe_times.fwd + moe_times.bwd)
         return self._shapes[key]
 
-    def min_state_parts(self, dp: int, cp: int) -> tuple[float, float, float]:
+    def min_state_parts(self, dp: int, cp: int, shard: int | None = None) -> tuple[float, float, float]:
         """Smallest GPU (weights, grads, optimizer) bytes per parameter over the ZeRO/offload
-        members, each minimised on its own."""
-        if dp * cp not in self._states:
+        members, each minimised on its own; `shard` is the group that shards the parameters'
+        states (default dp*cp; an MoE model's expert data-parallel group for routed experts)."""
+        key = (dp * cp, shard)
+        if key not in self._states:
             parts = []
             for zero in zero_stages(dp, cp, 1, self.limits):
                 for off_opt, off_params in offload_options(zero, self.limits):
                     st = Strategy(dp=dp, cp=cp, zero=zero, offload_optimizer=off_opt,
                                   offload_params=off_params)
-                    b = state_bytes_per_param(self.model, st)
+                    b = state_bytes_per_param(self.model, st, shard=shard)
                     parts.append((b.weights, b.grads, b.optimizer))
-            self._states[dp * cp] = tuple(min(p[k] for p in parts) for k in range(3))
-        return self._states[dp * cp]
+            self._states[key] = tuple(min(p[k] for p in parts) for k in range(3))
+        return self._states[key]
 
     def states_cannot_fit(self, outer: Strategy, zero: int, off_opt: bool, off_params: bool) -> bool:
         """Model states alone overflow GPU or host memory on the average stage (the max is at
-        least the mean; only block parameters counted): a check that needs no terms."""
-        if self.model.arch.moe is not None:
-            return False  # expert and dense states shard differently: left to the member bounds
-        key = (outer.dp * outer.cp, outer.tp * outer.pp, zero, off_opt, off_params)
+        least the mean; only block parameters counted, each block with its kind: an MoE model's
+        d dense blocks and L - d MoE blocks, whose routed experts' states shard over the expert
+        data-parallel group): a check that needs no terms."""
+        key = (outer.dp * outer.cp, outer.tp, outer.pp, outer.ep, outer.etp, zero, off_opt, off_params)
         if key not in self._fits:
             st = Strategy(dp=outer.dp, cp=outer.cp, zero=zero, offload_optimizer=off_opt,
                           offload_params=off_params)
             states = state_bytes_per_param(self.model, st)
-            params = self.model.arch.layers * block_params(self.model.arch) / (outer.tp * outer.pp)
-            gpu = (1.0 + ALLOCATOR_FRACTION) * (states.weights + states.grads + states.optimizer) * params
-            self._fits[key] = (gpu > self.hw.capacity_bytes
-                               or states.host * params > self.hw.host_mem_bytes_per_gpu)
+            gpu_state = states.weights + states.grads + states.optimizer
+            arch, layers = self.model.arch, self.model.arch.layers
+            dense = block_params(arch) / outer.tp
+            gpu, host = layers * dense * gpu_state, layers * dense * states.host
+            if arch.moe is not None:
+                d, split = arch.moe.first_dense_layers, moe_block_params(self.model, outer)
+                experts = state_bytes_per_param(self.model, st, shard=outer.expert_dp())
+                expert_state = experts.weights + experts.grads + experts.optimizer
+                gpu = d * dense * gpu_state + (layers - d) * (split.dense * gpu_state
+                                                              + split.experts * expert_state)
+                host = d * dense * states.host + (layers - d) * (split.dense * states.host
+                                                                 + split.experts * experts.host)
+            self._fits[key] = ((1.0 + ALLOCATOR_FRACTION) * gpu / outer.pp > self.hw.capacity_bytes
+                               or host / outer.pp > self.hw.host_mem_bytes_per_gpu)
         return self._fits[key]
 
     def step_bound(self, terms, st: Strategy) -> float:
         """`step_lower_bound_s` of a member (its integer min-max is memoised in bounds.py)."""
         return step_lower_bound_s(terms, st, self.model.arch.layers)
 
-    def min_state_bytes(self, dp: int, cp: int) -> float:
+    def min_state_bytes(self, dp: int, cp: int, shard: int | None = None) -> float:
         """Smallest GPU state bytes per parameter over the ZeRO/offload members."""
-        return sum(self.min_state_parts(dp, cp))
+        return sum(self.min_state_parts(dp, cp, shard))
 
 
 def groups(model: ModelSpec, cluster: ClusterSpec, cache: Cache, options: SearchOptions):
     """(cheap makespan bound, group) for every group, in a fixed order (the tie-break).
 
     The bound is `makespan_lower_bound_s` with c = block fwd + bwd without ZeRO traffic (which
-    only adds time), so it is below every member's refined bound.
+    only adds time), so it is below every member's refined bound; for an MoE model c is the MoE
+    block's and stage 0 carries its d dense blocks (`bounds.kind_split`).
     """
     limits, layers, batch = options.limits, model.arch.layers, model.training.global_batch
     if not target_accepts_model(model, limits):
         return
+    d = model.arch.moe.first_dense_layers if model.arch.moe is not None else 0
     worlds = world_sizes(cluster, options.allow_idle or options.objective == "cost")
     for world in worlds:
         for dp, tp, pp, cp in degree_splits(model, world, cluster.gpus_per_node, limits):
             weight = objective_weight(model, Strategy(dp=dp, tp=tp, pp=pp, cp=cp), options)  # per world
+            experts = expert_parallel_options(model, dp, tp, cp, cluster.gpus_per_node, limits)
+            members = {ep: _member_count(model, Strategy(dp=dp, tp=tp, pp=pp, cp=cp, ep=ep), limits)
+                       for ep in {ep for ep, _ in experts}}
             for mbs in micro_batch_sizes(model, dp):
                 m = batch // (dp * mbs)
                 for sp, (ep, etp) in itertools.product(
-                        sequence_parallel_options(model, tp, cp, limits),
-                        expert_parallel_options(model, dp, tp, cp, cluster.gpus_per_node, limits)):
-                    _, edge, _, block_s = cache.shape(tp, cp, mbs, sp, ep, etp)
-                    members = sum(len(offload_options(z, limits)) for z in zero_stages(dp, cp, pp, limits)
-                                  if expert_member_ok(Strategy(dp=dp, tp=tp, cp=cp, ep=ep, zero=z),
-                                                      model, limits))
-                    first_s, last_s = edge.first_fwd + edge.first_bwd, edge.last_fwd + edge.last_bwd
+                        sequence_parallel_options(model, tp, cp, limits), experts):
+                    shape = cache.shape(tp, cp, mbs, sp, ep, etp)
+                    edge, c = shape.edge, shape.moe_s
+                    first_s = edge.first_fwd + edge.first_bwd + d * (shape.dense_s - shape.moe_s)
+                    last_s = edge.last_fwd + edge.last_bwd
                     if pp == 1:
                         first_s, last_s = first_s + last_s, 0.0
-                    at_one = integer_min_max(layers, pp, 1, block_s, first_s, last_s) if pp > 1 else 0.0
+                    at_one = integer_min_max(layers, pp, 1, c, first_s, last_s, d) if pp > 1 else 0.0
                     for vpp in virtual_stage_counts(model, pp, m, limits):
-                        slowest = integer_min_max_for_vpp(layers, pp, vpp, block_s, first_s,
-                                                          last_s, at_one)
+                        slowest = integer_min_max_for_vpp(layers, pp, vpp, c, first_s, last_s,
+                                                          at_one, d)
                         bound = makespan_lower_bound_s(
-                            layers=layers, pp=pp, vpp=vpp, micro_batches=m, block_s=block_s,
-                            first_s=first_s, last_s=last_s, slowest=slowest) * weight
-                        yield bound, Group((dp, tp, pp, cp, vpp, mbs, sp, ep, etp), members)
+                            layers=layers, pp=pp, vpp=vpp, micro_batches=m, block_s=c,
+                            first_s=first_s, last_s=last_s, slowest=slowest, first_blocks=d) * weight
+                        yield bound, Group((dp, tp, pp, cp, vpp, mbs, sp, ep, etp), members[ep])
+
+
+def _member_count(model: ModelSpec, outer: Strategy, limits: EngineLimits) -> int:
+    """Members (ZeRO stage x offload choices) of the groups with outer's dp, tp, pp, cp, ep."""
+    return sum(len(offload_options(z, limits)) for z in zero_stages(outer.dp, outer.cp, outer.pp, limits)
+               if expert_member_ok(outer.with_(zero=z), model, limits))
 
 
 def group_memory_bound(model: ModelSpec, outer: Strategy, cache: Cache) -> float:
-    _, _, act_min, _ = cache.shape(outer.tp, outer.cp, outer.mbs, outer.sp, outer.ep, outer.etp)
+    """`group_memory_lower_bound_bytes` with the cached per-kind pieces."""
+    shape = cache.shape(outer.tp, outer.cp, outer.mbs, outer.sp, outer.ep, outer.etp)
+    expert_state = (cache.min_state_bytes(outer.dp, outer.cp, outer.expert_dp())
+                    if model.arch.moe is not None else 0.0)
     return group_memory_lower_bound_bytes(
-        model, outer, state_bytes=cache.min_state_bytes(outer.dp, outer.cp), act_bytes=act_min)
+        model, outer, state_bytes=cache.min_state_bytes(outer.dp, outer.cp),
+        act_bytes=shape.dense_act, expert_state_bytes=expert_state, moe_act_bytes=shape.moe_act)
 
 
 def member_choices(model: ModelSpec, outer: Strategy, options: SearchOptions):
@@ -216,8 +256,8 @@ def member_base_terms(model: ModelSpec, hw: Hardware, st: Strategy, cache: Cache
            st.offload_optimizer, st.offload_params)
     base = cache.terms.get(key)
     if base is None:
-        block, edge, _, _ = cache.shape(st.tp, st.cp, st.mbs, st.sp, st.ep, st.etp)
-        base = cache.terms[key] = candidate_terms(model, st, hw, block=block, edge=edge)
+        shape = cache.shape(st.tp, st.cp, st.mbs, st.sp, st.ep, st.etp)
+        base = cache.terms[key] = candidate_terms(model, st, hw, block=shape.block, edge=shape.edge)
     return base
 
 
