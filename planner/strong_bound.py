@@ -17,7 +17,8 @@ D_M on the stage) to the row. Hence
     t_i >= g_i(n_i) = n_i c + e_i + [n_i K_i > D_i] max(r_min, rho (n_i K_i - D_i + D_min) / F_i)
 (c, e_i: the MoE block's time and stage 0's shift for an MoE model), for lo_i <= n_i <= U_i:
 lo_0 = max(v, d), lo_i = v, and U_i the larger of D_i / K_i (fits without recompute) and the
-largest n_i for which recomputing every block (each freeing fm) fits. g_i is increasing and
+largest n_i for which recomputing every block (each freeing fm) fits, rounded down (block counts
+are whole). g_i is increasing and
 piecewise linear, so T* = min over real splits of max_i g_i(n_i) is a water level, found
 exactly on the piecewise-linear sum of inverses. Any split has max_i t_i >= max(T*, g_0(n_0)).
 
@@ -44,6 +45,9 @@ from planner.strategy import Strategy
 from planner.targets import EngineLimits
 
 INFEASIBLE = float("inf")
+_COUNT_TOLERANCE = 1e-6
+"""Block counts within this of a memory limit count as within it (the limit moves up by it), so
+the ILP's feasibility tolerance (1e-10 of capacity) cannot fit a whole block the bound excludes."""
 
 
 def recompute_modes(kind: BlockKind, limits: EngineLimits) -> list[tuple[float, float]]:
@@ -92,13 +96,15 @@ def strong_step_lower_bound_s(terms: CandidateTerms, st: Strategy, layers: int,
             - terms.extra_acts[i]
         d = free - (k_shift if i == 0 else 0.0)
         recomputed = free - transient - (left_shift if i == 0 else 0.0)
-        upper = min(big, max(d / k, big if left <= 0 else recomputed / left))
+        kink = d / k + _COUNT_TOLERANCE
+        upper = min(big, math.floor(max(kink, big if left <= 0 else recomputed / left)
+                                    + _COUNT_TOLERANCE))
         lower = first_stage_blocks(terms, st) if i == 0 else v
         if upper < lower:
             return INFEASIBLE
         fwd, bwd = terms.edge_s(i, pp)
         stages.append(_Stage(c=c, e=fwd + bwd + (c_shift if i == 0 else 0.0), rk=rho * k / flight,
-                             rd=rho * (d - transient) / flight, kink=d / k, upper=upper,
+                             rd=rho * (d - transient) / flight, kink=kink, upper=upper,
                              r_min=r_min, lower=lower))
     if sum(s.upper for s in stages) < layers:
         return INFEASIBLE
@@ -122,7 +128,8 @@ class _Stage:
     rk: float
     rd: float
     kink: float
-    upper: float
+    upper: int
+    """U_i: the most whole blocks that can fit."""
     r_min: float
     lower: int
     """Fewest blocks the stage holds (v; on stage 0 of an MoE model also its d dense blocks)."""
