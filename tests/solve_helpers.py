@@ -100,22 +100,27 @@ def brute_force(model, cluster, hw, limits, by_candidate: dict | None = None):
 
 def check_bounds(model, cluster, hw, limits, by_candidate: dict) -> None:
     """Every lower bound the search prunes with is below brute force, candidate by candidate:
-    the group makespan and memory bounds, the states check, the member step, memory and host
+    the family and group makespan bounds, the group memory bound, the states check, the member step, memory and host
     bounds and the strong step bound (which is also at least the split-free one)."""
     from planner.bounds import host_lower_bound_bytes, memory_lower_bound_bytes, step_lower_bound_s
-    from planner.candidates import Cache, group_memory_bound, groups
+    from planner.cache import Cache
+    from planner.candidates import expand, families, group_memory_bound
     from planner.search import SearchOptions
     from planner.strong_bound import strong_step_lower_bound_s
 
     slack, layers = 1 + 1e-9, model.arch.layers
     cache = Cache(model, hw, limits)
+    options = SearchOptions(limits=limits)
     group_of = {}
-    for bound, group in groups(model, cluster, cache, SearchOptions(limits=limits)):
-        group_of[group.degrees] = (bound, group_memory_bound(model, group.outer, cache))
+    for family_time, family in families(model, cluster, cache, options):
+        for group_time, group in expand(model, family, cache, options):
+            group_of[group.degrees] = (family_time, group_time,
+                                       group_memory_bound(model, group.outer, cache))
     for st, best in by_candidate.items():
         key = (st.dp, st.tp, st.pp, st.cp, st.vpp, st.mbs, st.sp, st.ep, st.etp)
-        group_time, group_memory = group_of[key]
+        family_time, group_time, group_memory = group_of[key]
         terms = candidate_terms(model, st, hw)
+        assert family_time <= best.time_s * slack, st.describe()
         assert group_time <= best.time_s * slack, st.describe()
         assert group_memory <= best.peak_bytes * slack, st.describe()
         assert memory_lower_bound_bytes(terms, st, layers, limits) <= best.peak_bytes * slack, st.describe()
