@@ -59,8 +59,8 @@ class Cache:
             dense, edge = self._dense[key[:4]]
             moe = dense
             if self.model.arch.moe is not None:
-                moe = moe_block_times(self.model, Strategy(tp=tp, cp=cp, mbs=mbs, sp=sp, ep=ep, etp=etp),
-                                      self.hw)
+                probe = Strategy(tp=tp, cp=cp, mbs=mbs, sp=sp, ep=ep, etp=etp)
+                moe = moe_block_times(self.model, probe, self.hw)
             self._shapes[key] = Shape(block=dense, edge=edge, dense_s=dense.fwd + dense.bwd,
                                       moe_s=moe.fwd + moe.bwd)
         return self._shapes[key]

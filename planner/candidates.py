@@ -92,6 +92,7 @@ def families(model: ModelSpec, cluster: ClusterSpec, cache: Cache, options: Sear
     limits, layers, batch = options.limits, model.arch.layers, model.training.global_batch
     if not target_accepts_model(model, limits):
         return
+    d = _dense_blocks(model)
     worlds = world_sizes(cluster, options.allow_idle or options.objective == "cost")
     for world in worlds:
         for dp, tp, pp, cp in degree_splits(model, world, cluster.gpus_per_node, limits):
@@ -108,7 +109,7 @@ def families(model: ModelSpec, cluster: ClusterSpec, cache: Cache, options: Sear
                     total = layers * c + first_s + last_s
                     bound = m * total
                     if pp > 1:
-                        at_one = integer_min_max(layers, pp, 1, c, first_s, last_s, _dense_blocks(model))
+                        at_one = integer_min_max(layers, pp, 1, c, first_s, last_s, d)
                         bound = m * at_one + min((total - at_one) / v for v in (1, max(vpps)))
                     yield bound * weight, Group((dp, tp, pp, cp, vpps[0], mbs, sp, ep, etp),
                                                 members[ep] * len(vpps), vpps=vpps)
@@ -117,7 +118,8 @@ def families(model: ModelSpec, cluster: ClusterSpec, cache: Cache, options: Sear
 def expand(model: ModelSpec, family: Group, cache: Cache, options: SearchOptions):
     """(bound, group) for each vpp of a family (see `families`)."""
     dp, tp, pp, cp, _, mbs, sp, ep, etp = family.degrees
-    layers, m, d = model.arch.layers, model.training.global_batch // (dp * mbs), _dense_blocks(model)
+    layers, d = model.arch.layers, _dense_blocks(model)
+    m = model.training.global_batch // (dp * mbs)
     weight = objective_weight(model, family.outer, options)
     c, first_s, last_s = _block_and_edges(model, cache, tp, cp, mbs, sp, ep, etp)
     at_one = integer_min_max(layers, pp, 1, c, first_s, last_s, d) if pp > 1 else 0.0
@@ -126,7 +128,8 @@ def expand(model: ModelSpec, family: Group, cache: Cache, options: SearchOptions
         bound = makespan_lower_bound_s(
             layers=layers, pp=pp, vpp=vpp, micro_batches=m, block_s=c, first_s=first_s,
             last_s=last_s, slowest=slowest, first_blocks=d) * weight
-        yield bound, Group((dp, tp, pp, cp, vpp, mbs, sp, ep, etp), family.members // len(family.vpps))
+        members = family.members // len(family.vpps)
+        yield bound, Group((dp, tp, pp, cp, vpp, mbs, sp, ep, etp), members)
 
 
 def groups(model: ModelSpec, cluster: ClusterSpec, cache: Cache, options: SearchOptions):
@@ -153,7 +156,8 @@ def _block_and_edges(model: ModelSpec, cache: Cache, tp: int, cp: int, mbs: int,
 
 def _member_count(model: ModelSpec, outer: Strategy, limits: EngineLimits) -> int:
     """Members (ZeRO stage x offload choices) of the groups with outer's dp, tp, pp, cp, ep."""
-    return sum(len(offload_options(z, limits)) for z in zero_stages(outer.dp, outer.cp, outer.pp, limits)
+    stages = zero_stages(outer.dp, outer.cp, outer.pp, limits)
+    return sum(len(offload_options(z, limits)) for z in stages
                if expert_member_ok(outer.with_(zero=z), model, limits))
 
 

@@ -18,9 +18,9 @@ D_M on the stage) to the row. Hence
 (c, e_i: the MoE block's time and stage 0's shift for an MoE model), for lo_i <= n_i <= U_i:
 lo_0 = max(v, d), lo_i = v, and U_i the larger of D_i / K_i (fits without recompute) and the
 largest n_i for which recomputing every block (each freeing fm) fits, rounded down (block counts
-are whole). g_i is increasing and
-piecewise linear, so T* = min over real splits of max_i g_i(n_i) is a water level, found
-exactly on the piecewise-linear sum of inverses. Any split has max_i t_i >= max(T*, g_0(n_0)).
+are whole). g_i is increasing and piecewise linear, so T* = min over real splits of
+max_i g_i(n_i) is a water level, found exactly on the piecewise-linear sum of inverses. Any
+split has max_i t_i >= max(T*, g_0(n_0)).
 
 Stage 0 has no upstream slack, so with overlap G >= k c_0 + max(tail, c_0 - bwd_0) with
 c_0 = g*params_0 + g_e*experts_0 and k the contention share (estimate.step_grad_exposed_s), and
@@ -63,10 +63,11 @@ def strong_step_lower_bound_s(terms: CandidateTerms, st: Strategy, layers: int,
                               capacity_bytes: float, limits: EngineLimits) -> float:
     """Lower bound of the candidate's ILP objective (inf when no split can fit); see module doc."""
     pp, v = st.pp, st.vpp
-    moe = terms.moe or terms.dense
-    two_kinds = terms.moe is not None and terms.first_dense_layers > 0
-    modes = {id(kind): recompute_modes(kind, limits) for kind in (terms.dense, moe)}
-    c, c_shift = kind_split(terms, terms.dense.none_s, moe.none_s)
+    kinds = {"dense": terms.dense, "moe": terms.moe or terms.dense}
+    modes = {name: recompute_modes(kind, limits) for name, kind in kinds.items()}
+    most_freed = {name: max((d for _, d in modes[name] if d > 0), default=0.0) for name in kinds}
+    on_first = ("dense", "moe") if terms.moe is not None and terms.first_dense_layers else ("moe",)
+    c, c_shift = kind_split(terms, kinds["dense"].none_s, kinds["moe"].none_s)
     state = terms.states.weights + terms.states.grads + terms.states.optimizer
     expert_state = sum((terms.expert_states.weights, terms.expert_states.grads,
                         terms.expert_states.optimizer))
@@ -75,23 +76,19 @@ def strong_step_lower_bound_s(terms: CandidateTerms, st: Strategy, layers: int,
 
     stages = []
     for i in range(pp):
-        kinds = (terms.dense, moe) if i == 0 and two_kinds else (moe,)
-        freeing = [(r, d) for kind in kinds for r, d in modes[id(kind)] if d > 0]
+        freeing = [(r, d) for name in (on_first if i == 0 else ("moe",)) for r, d in modes[name]
+                   if d > 0]
         rho = min((r / d for r, d in freeing), default=0.0)
         r_min = min((r for r, _ in freeing), default=0.0)  # one recomputed block at least
         transient = min((d for _, d in freeing), default=0.0)  # its transient buffer at least
         flight = terms.in_flight[i]
-
-        def per_block(kind: BlockKind, freed: float) -> float:
-            return (kind.params * state + kind.expert_params * expert_state
-                    + flight * (kind.acts.none - freed))
-
-        def most_freed(kind: BlockKind) -> float:
-            return max((d for _, d in modes[id(kind)] if d > 0), default=0.0)
-
-        k, k_shift = kind_split(terms, per_block(terms.dense, 0.0), per_block(moe, 0.0))
-        left, left_shift = kind_split(terms, per_block(terms.dense, most_freed(terms.dense)),
-                                      per_block(moe, most_freed(moe)))
+        # Bytes per block (K), and per block when each frees the most it can (left).
+        k, k_shift = kind_split(
+            terms, _block_bytes(kinds["dense"], state, expert_state, flight, 0.0),
+            _block_bytes(kinds["moe"], state, expert_state, flight, 0.0))
+        left, left_shift = kind_split(
+            terms, _block_bytes(kinds["dense"], state, expert_state, flight, most_freed["dense"]),
+            _block_bytes(kinds["moe"], state, expert_state, flight, most_freed["moe"]))
         free = room - terms.stage_params(i, pp, 0) * state - terms.zero3_buffer_bytes \
             - terms.extra_acts[i]
         d = free - (k_shift if i == 0 else 0.0)
@@ -117,6 +114,14 @@ def strong_step_lower_bound_s(terms: CandidateTerms, st: Strategy, layers: int,
         return base + _first_stage_min(terms, st, stages[0], level, parts, layers, layers, modes)
     level = _integer_level(stages, layers, _water_level(stages, layers))
     return base + _first_stage_min(terms, st, stages[0], level, parts, stages[0].lower, big, modes)
+
+
+def _block_bytes(kind: BlockKind, state: float, expert_state: float, in_flight: float,
+                 freed: float) -> float:
+    """Memory of one block of `kind` on a stage with `in_flight` micro-batches, when
+    recomputing it frees `freed` bytes per micro-batch (0: stored whole)."""
+    return (kind.params * state + kind.expert_params * expert_state
+            + in_flight * (kind.acts.none - freed))
 
 
 @dataclass(frozen=True)
@@ -204,7 +209,7 @@ def _first_stage_min(terms: CandidateTerms, st: Strategy, stage0: _Stage, level:
                      parts: dict[str, float], lower: int, upper: int, modes: dict) -> float:
     """min over whole n_0 of (m - 1/v) max(T*, g_0(n_0)) + max(G_lb, G_0(n_0)) +
     max(P_lb, P_0(n_0)), with G_lb, P_lb the split-free bounds of `step_bound_parts`; `modes`
-    holds each kind's (r, D) recompute modes (`recompute_modes`, by id of the kind)."""
+    holds the (r, D) recompute modes of the "dense" and "moe" kinds (`recompute_modes`)."""
     pp, v, m = st.pp, st.vpp, terms.micro_batches
     k, dense, moe = OVERLAP_CONTENTION, terms.dense, terms.moe or terms.dense
     fwd_e, bwd_e = terms.edge_s(0, pp)
@@ -213,13 +218,13 @@ def _first_stage_min(terms: CandidateTerms, st: Strategy, stage0: _Stage, level:
     pc, epc = terms.param_gather_s_per_param, terms.expert_param_gather_s_per_param
     tail, overlap = terms.grad_tail_s, st.overlap_grad_reduce
 
-    def slowest_bwd(kind: BlockKind) -> float:
-        return kind.times.bwd + max((r for r, _ in modes[id(kind)]), default=0.0)
+    def slowest_bwd(kind: BlockKind, name: str) -> float:
+        return kind.times.bwd + max((r for r, _ in modes[name]), default=0.0)
 
     # Per block of stage 0 (MoE coefficient) plus stage 0's shift (its dense blocks).
     grad_c = kind_split(terms, gc * dense.params, gc * moe.params + egc * moe.expert_params)
     gather_c = kind_split(terms, pc * dense.params, pc * moe.params + epc * moe.expert_params)
-    bwd_c = kind_split(terms, slowest_bwd(dense), slowest_bwd(moe))
+    bwd_c = kind_split(terms, slowest_bwd(dense, "dense"), slowest_bwd(moe, "moe"))
     fwd_c = kind_split(terms, dense.times.fwd, moe.times.fwd)
 
     def h(n: int) -> float:

@@ -100,8 +100,8 @@ def brute_force(model, cluster, hw, limits, by_candidate: dict | None = None):
 
 def check_bounds(model, cluster, hw, limits, by_candidate: dict) -> None:
     """Every lower bound the search prunes with is below brute force, candidate by candidate:
-    the family and group makespan bounds, the group memory bound, the states check, the member step, memory and host
-    bounds and the strong step bound (which is also at least the split-free one)."""
+    the family and group makespan bounds, the group memory bound, the states check, the member
+    step, memory and host bounds and the strong step bound (also at least the split-free one)."""
     from planner.bounds import host_lower_bound_bytes, memory_lower_bound_bytes, step_lower_bound_s
     from planner.cache import Cache
     from planner.candidates import expand, families, group_memory_bound
@@ -123,7 +123,8 @@ def check_bounds(model, cluster, hw, limits, by_candidate: dict) -> None:
         assert family_time <= best.time_s * slack, st.describe()
         assert group_time <= best.time_s * slack, st.describe()
         assert group_memory <= best.peak_bytes * slack, st.describe()
-        assert memory_lower_bound_bytes(terms, st, layers, limits) <= best.peak_bytes * slack, st.describe()
+        memory = memory_lower_bound_bytes(terms, st, layers, limits)
+        assert memory <= best.peak_bytes * slack, st.describe()
         assert host_lower_bound_bytes(terms, st, layers) <= best.host_bytes * slack, st.describe()
         if best.time_s < float("inf"):
             assert not cache.states_cannot_fit(st, st.zero, st.offload_optimizer, st.offload_params)
