@@ -1,9 +1,10 @@
-"""The search's candidates: groups of outer strategies with cheap bounds, their members, and
-the caches that let many candidates share block times, state bytes and terms.
+"""The search's candidates: families and groups of outer strategies with cheap bounds, and
+their members.
 
-A group shares degrees, mbs, sp and vpp; its members differ in ZeRO stage and offload. Groups are
-what the best-first search orders first; members get their own `CandidateTerms` only when their
-group is popped.
+A group shares degrees, mbs, sp, ep, etp and vpp; its members differ in ZeRO stage and offload.
+A family holds the groups that differ only in vpp. Families are what the best-first search
+orders first, then groups; members get their own `CandidateTerms` only when their group is
+popped. The shared pieces are cached in planner/cache.py.
 """
 from __future__ import annotations
 
@@ -11,16 +12,12 @@ import itertools
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cost_models.block import block_times, edge_times
-from cost_models.flops import block_params
 from cost_models.hardware import Hardware
-from cost_models.memory import (ALLOCATOR_FRACTION, block_activations, in_flight_microbatches,
-                                stage_extra_activations, state_bytes_per_param)
-from cost_models.moe import moe_block_activations, moe_block_times
+from cost_models.memory import in_flight_microbatches, stage_extra_activations
 from cost_models.terms import candidate_terms
 from planner.bounds import (group_memory_lower_bound_bytes, integer_min_max,
-                            integer_min_max_for_vpp, makespan_lower_bound_s, pipeline_p2p_s,
-                            step_lower_bound_s)
+                            integer_min_max_for_vpp, makespan_lower_bound_s, pipeline_p2p_s)
+from planner.cache import Cache
 from planner.ilp import Solver
 from planner.space import (degree_splits, ep_comm_overlap_options, expert_member_ok,
                            expert_parallel_options,
@@ -61,6 +58,9 @@ class Group:
     """(dp, tp, pp, cp, vpp, mbs, sp, ep, etp, ep_comm_overlap); the Strategy is built only if
     the group is popped."""
     members: int
+    """Candidates in the group (in all its groups for a family)."""
+    vpps: tuple[int, ...] = ()
+    """A family of groups that differ only in vpp: their vpp values (`candidates.expand`)."""
     checked: bool = False
     p2p_s: float = 0.0
     """The group's pipeline p2p time (same for all its members), set when it is checked."""
@@ -73,15 +73,6 @@ class Group:
                         ep_comm_overlap=overlap)
 
 
-def member_limits(limits: EngineLimits, st: Strategy) -> EngineLimits:
-    """The engine's limits as they bind candidate `st`: under ep_comm_overlap no block is fully
-    recomputed (Strategy.validate; the ILP holds its full counts at 0), so the memory bounds may
-    charge every block at least its selective activations."""
-    if not st.ep_comm_overlap or "full" not in limits.recompute_modes:
-        return limits
-    return replace(limits, recompute_modes=tuple(m for m in limits.recompute_modes if m != "full"))
-
-
 def objective_weight(model: ModelSpec, st: Strategy, options: SearchOptions) -> float:
     """Objective per second of step time: 1, or GPU-hours per step-second for T tokens."""
     if options.objective == "time":
@@ -90,136 +81,108 @@ def objective_weight(model: ModelSpec, st: Strategy, options: SearchOptions) -> 
     return steps * st.world / 3600.0
 
 
-class Cache:
-    """Per-search caches of the pieces many candidates share.
+def families(model: ModelSpec, cluster: ClusterSpec, cache: Cache, options: SearchOptions):
+    """(cheap bound, family) for every family of groups that differ only in vpp, in a fixed
+    order (the tie-break); `expand` turns a popped family into its groups.
 
-    `block_times`/`edge_times` read only tp, cp, mbs, sp and the overlap flags of a strategy
-    (MoE block times also ep, etp and ep_comm_overlap);
-    state bytes only dp*cp, ZeRO and offload (tests/test_solve_bounds.py checks both).
-    """
-
-    def __init__(self, model: ModelSpec, hw: Hardware, limits: EngineLimits):
-        self.model, self.hw, self.limits = model, hw, limits
-        self._shapes: dict[tuple, tuple] = {}
-        self._states: dict[int, tuple] = {}
-        self._fits: dict[tuple, bool] = {}
-        self.terms: dict[tuple, Any] = {}
-        """Candidate terms by everything but vpp (see `member_terms`)."""
-
-    def shape(self, tp: int, cp: int, mbs: int, sp: bool, ep: int = 1, etp: int = 1,
-              ep_comm_overlap: bool = False):
-        """(dense BlockTimes, EdgeTimes, smallest stored activation bytes per block, smallest
-        fwd+bwd seconds per block): for an MoE model the smallest over both block kinds, so the
-        group bounds built on them stay below every split."""
-        key = (tp, cp, mbs, sp, ep, etp, ep_comm_overlap)
-        if key not in self._shapes:
-            probe = Strategy(tp=tp, cp=cp, mbs=mbs, sp=sp, ep=ep, etp=etp,
-                             ep_comm_overlap=ep_comm_overlap)
-            kinds = [(block_times(self.model, probe, self.hw), block_activations(self.model, probe))]
-            moe = self.model.arch.moe
-            if moe is not None:
-                moe_kind = (moe_block_times(self.model, probe, self.hw),
-                            moe_block_activations(self.model, probe))
-                kinds = [moe_kind] + (kinds if moe.has_dense_blocks else [])
-            limits = member_limits(self.limits, probe)
-            modes = ("none", *limits.recompute_modes)
-            act_min = min(getattr(acts, mode) for _, acts in kinds for mode in modes)
-            block_s = min(times.fwd + times.bwd for times, _ in kinds)
-            dense_times = block_times(self.model, probe, self.hw)
-            self._shapes[key] = (dense_times, edge_times(self.model, probe, self.hw), act_min, block_s)
-        return self._shapes[key]
-
-    def min_state_parts(self, dp: int, cp: int) -> tuple[float, float, float]:
-        """Smallest GPU (weights, grads, optimizer) bytes per parameter over the ZeRO/offload
-        members, each minimised on its own."""
-        if dp * cp not in self._states:
-            parts = []
-            for zero in zero_stages(dp, cp, 1, self.limits):
-                for off_opt, off_params in offload_options(zero, self.limits):
-                    st = Strategy(dp=dp, cp=cp, zero=zero, offload_optimizer=off_opt,
-                                  offload_params=off_params)
-                    b = state_bytes_per_param(self.model, st)
-                    parts.append((b.weights, b.grads, b.optimizer))
-            self._states[dp * cp] = tuple(min(p[k] for p in parts) for k in range(3))
-        return self._states[dp * cp]
-
-    def states_cannot_fit(self, outer: Strategy, zero: int, off_opt: bool, off_params: bool) -> bool:
-        """Model states alone overflow GPU or host memory on the average stage (the max is at
-        least the mean; only block parameters counted): a check that needs no terms."""
-        if self.model.arch.moe is not None:
-            return False  # expert and dense states shard differently: left to the member bounds
-        key = (outer.dp * outer.cp, outer.tp * outer.pp, zero, off_opt, off_params)
-        if key not in self._fits:
-            st = Strategy(dp=outer.dp, cp=outer.cp, zero=zero, offload_optimizer=off_opt,
-                          offload_params=off_params)
-            states = state_bytes_per_param(self.model, st)
-            params = self.model.arch.layers * block_params(self.model.arch) / (outer.tp * outer.pp)
-            gpu = (1.0 + ALLOCATOR_FRACTION) * (states.weights + states.grads + states.optimizer) * params
-            self._fits[key] = (gpu > self.hw.capacity_bytes
-                               or states.host * params > self.hw.host_mem_bytes_per_gpu)
-        return self._fits[key]
-
-    def step_bound(self, terms, st: Strategy) -> float:
-        """`step_lower_bound_s` of a member (its integer min-max is memoised in bounds.py)."""
-        return step_lower_bound_s(terms, st, self.model.arch.layers)
-
-    def min_state_bytes(self, dp: int, cp: int) -> float:
-        """Smallest GPU state bytes per parameter over the ZeRO/offload members."""
-        return sum(self.min_state_parts(dp, cp))
-
-
-def groups(model: ModelSpec, cluster: ClusterSpec, cache: Cache, options: SearchOptions):
-    """(cheap makespan bound, group) for every group, in a fixed order (the tie-break).
-
-    The bound is `makespan_lower_bound_s` with c = block fwd + bwd without ZeRO traffic (which
-    only adds time), so it is below every member's refined bound.
+    A group's bound is `makespan_lower_bound_s` with c = block fwd + bwd without ZeRO traffic
+    (which only adds time), so it is below every member's refined bound; for an MoE model c is
+    the MoE block's and stage 0 carries its d dense blocks (`bounds.kind_split`). Groups with and
+    without the all-to-all overlap form separate families (their block times differ). The family's
+    bound is below each of its groups': with S the block sum and T_v the integer min-max for v,
+    T_v >= T_1 (larger minimum counts) and S >= T_1 (every stage's value is >= 0), so
+    S/v + (m - 1/v) T_v >= m T_1 + (S - T_1)/v >= m T_1 + (S - T_1)/v_max.
     """
     limits, layers, batch = options.limits, model.arch.layers, model.training.global_batch
     if not target_accepts_model(model, limits):
         return
+    d = _dense_blocks(model)
     worlds = world_sizes(cluster, options.allow_idle or options.objective == "cost")
     for world in worlds:
         for dp, tp, pp, cp in degree_splits(model, world, cluster.gpus_per_node, limits):
             weight = objective_weight(model, Strategy(dp=dp, tp=tp, pp=pp, cp=cp), options)  # per world
+            experts = expert_parallel_options(model, dp, tp, cp, cluster.gpus_per_node, limits)
+            members = {ep: _member_count(model, Strategy(dp=dp, tp=tp, pp=pp, cp=cp, ep=ep), limits)
+                       for ep in {ep for ep, _ in experts}}
             for mbs in micro_batch_sizes(model, dp):
                 m = batch // (dp * mbs)
-                for sp, (ep, etp) in itertools.product(
-                        sequence_parallel_options(model, tp, cp, limits),
-                        expert_parallel_options(model, dp, tp, cp, cluster.gpus_per_node, limits)):
-                    members = sum(len(offload_options(z, limits)) for z in zero_stages(dp, cp, pp, limits)
-                                  if expert_member_ok(Strategy(dp=dp, tp=tp, cp=cp, ep=ep, zero=z),
-                                                      model, limits))
-                    edge = cache.shape(tp, cp, mbs, sp, ep, etp)[1]
-                    first_s, last_s = edge.first_fwd + edge.first_bwd, edge.last_fwd + edge.last_bwd
-                    if pp == 1:
-                        first_s, last_s = first_s + last_s, 0.0
-                    at_one = {}  # the vpp = 1 min-max, per overlap choice
-                    for vpp, overlap in _schedules(model, pp, m, ep, limits):
-                        block_s = cache.shape(tp, cp, mbs, sp, ep, etp, overlap)[3]
-                        if overlap not in at_one:
-                            at_one[overlap] = integer_min_max(layers, pp, 1, block_s, first_s,
-                                                              last_s) if pp > 1 else 0.0
-                        slowest = integer_min_max_for_vpp(layers, pp, vpp, block_s, first_s,
-                                                          last_s, at_one[overlap])
-                        bound = makespan_lower_bound_s(
-                            layers=layers, pp=pp, vpp=vpp, micro_batches=m, block_s=block_s,
-                            first_s=first_s, last_s=last_s, slowest=slowest) * weight
-                        yield bound, Group((dp, tp, pp, cp, vpp, mbs, sp, ep, etp, overlap),
-                                           members)
+                vpps = tuple(virtual_stage_counts(model, pp, m, limits))
+                for sp, (ep, etp), overlap in itertools.product(
+                        sequence_parallel_options(model, tp, cp, limits), experts, (False, True)):
+                    chosen = tuple(v for v in vpps if overlap in ep_comm_overlap_options(
+                        model, ep, pp, v, m, limits))
+                    if not chosen:
+                        continue
+                    c, first_s, last_s = _block_and_edges(model, cache, tp, cp, mbs, sp, ep, etp,
+                                                          overlap)
+                    total = layers * c + first_s + last_s
+                    bound = m * total
+                    if pp > 1:
+                        at_one = integer_min_max(layers, pp, 1, c, first_s, last_s, d)
+                        bound = m * at_one + min((total - at_one) / v for v in (1, max(chosen)))
+                    yield bound * weight, Group((dp, tp, pp, cp, chosen[0], mbs, sp, ep, etp, overlap),
+                                                members[ep] * len(chosen), vpps=chosen)
 
 
-def _schedules(model: ModelSpec, pp: int, micro_batches: int, ep: int, limits: EngineLimits):
-    """(vpp, ep_comm_overlap) pairs of a group's degrees."""
-    for vpp in virtual_stage_counts(model, pp, micro_batches, limits):
-        for overlap in ep_comm_overlap_options(model, ep, pp, vpp, micro_batches, limits):
-            yield vpp, overlap
+def expand(model: ModelSpec, family: Group, cache: Cache, options: SearchOptions):
+    """(bound, group) for each vpp of a family (see `families`)."""
+    dp, tp, pp, cp, _, mbs, sp, ep, etp, overlap = family.degrees
+    layers, d = model.arch.layers, _dense_blocks(model)
+    m = model.training.global_batch // (dp * mbs)
+    weight = objective_weight(model, family.outer, options)
+    c, first_s, last_s = _block_and_edges(model, cache, tp, cp, mbs, sp, ep, etp, overlap)
+    at_one = integer_min_max(layers, pp, 1, c, first_s, last_s, d) if pp > 1 else 0.0
+    for vpp in family.vpps:
+        slowest = integer_min_max_for_vpp(layers, pp, vpp, c, first_s, last_s, at_one, d)
+        bound = makespan_lower_bound_s(
+            layers=layers, pp=pp, vpp=vpp, micro_batches=m, block_s=c, first_s=first_s,
+            last_s=last_s, slowest=slowest, first_blocks=d) * weight
+        members = family.members // len(family.vpps)
+        yield bound, Group((dp, tp, pp, cp, vpp, mbs, sp, ep, etp, overlap), members)
+
+
+def groups(model: ModelSpec, cluster: ClusterSpec, cache: Cache, options: SearchOptions):
+    """(cheap makespan bound, group) for every group, in a fixed order."""
+    for _, family in families(model, cluster, cache, options):
+        yield from expand(model, family, cache, options)
+
+
+def _dense_blocks(model: ModelSpec) -> int:
+    """An MoE model's leading dense blocks (on stage 0); 0 for a dense model."""
+    return model.arch.moe.first_dense_layers if model.arch.moe is not None else 0
+
+
+def _block_and_edges(model: ModelSpec, cache: Cache, tp: int, cp: int, mbs: int, sp: bool,
+                     ep: int, etp: int, overlap: bool = False) -> tuple[float, float, float]:
+    """(c, first, last) of the group bound: the (MoE) block's fwd + bwd, stage 0's edge plus its
+    dense blocks' shift, the last stage's edge (pp = 1: both edges on stage 0 is the caller's
+    sum first + last). With dense blocks between MoE blocks, c is the faster kind's and there
+    is no shift (`bounds.kind_split`)."""
+    shape = cache.shape(tp, cp, mbs, sp, ep, etp, overlap)
+    edge = shape.edge
+    first_s, last_s = edge.first_fwd + edge.first_bwd, edge.last_fwd + edge.last_bwd
+    moe = model.arch.moe
+    if moe is not None and moe.layer_interval > 1:
+        return min(shape.dense_s, shape.moe_s), first_s, last_s
+    return shape.moe_s, first_s + _dense_blocks(model) * (shape.dense_s - shape.moe_s), last_s
+
+
+def _member_count(model: ModelSpec, outer: Strategy, limits: EngineLimits) -> int:
+    """Members (ZeRO stage x offload choices) of the groups with outer's dp, tp, pp, cp, ep."""
+    stages = zero_stages(outer.dp, outer.cp, outer.pp, limits)
+    return sum(len(offload_options(z, limits)) for z in stages
+               if expert_member_ok(outer.with_(zero=z), model, limits))
 
 
 def group_memory_bound(model: ModelSpec, outer: Strategy, cache: Cache) -> float:
-    _, _, act_min, _ = cache.shape(outer.tp, outer.cp, outer.mbs, outer.sp, outer.ep, outer.etp,
-                                   outer.ep_comm_overlap)
+    """`group_memory_lower_bound_bytes` with the cached per-kind pieces."""
+    dense_act, moe_act = cache.smallest_activations(outer.tp, outer.cp, outer.mbs, outer.sp,
+                                                    outer.ep, outer.etp, outer.ep_comm_overlap)
+    expert_state = (cache.min_state_bytes(outer.dp, outer.cp, outer.expert_dp())
+                    if model.arch.moe is not None else 0.0)
     return group_memory_lower_bound_bytes(
-        model, outer, state_bytes=cache.min_state_bytes(outer.dp, outer.cp), act_bytes=act_min)
+        model, outer, state_bytes=cache.min_state_bytes(outer.dp, outer.cp),
+        act_bytes=dense_act, expert_state_bytes=expert_state, moe_act_bytes=moe_act)
 
 
 def member_choices(model: ModelSpec, outer: Strategy, options: SearchOptions):
@@ -245,9 +208,8 @@ def member_base_terms(model: ModelSpec, hw: Hardware, st: Strategy, cache: Cache
            st.offload_optimizer, st.offload_params)
     base = cache.terms.get(key)
     if base is None:
-        block, edge, _, _ = cache.shape(st.tp, st.cp, st.mbs, st.sp, st.ep, st.etp,
-                                        st.ep_comm_overlap)
-        base = cache.terms[key] = candidate_terms(model, st, hw, block=block, edge=edge)
+        shape = cache.shape(st.tp, st.cp, st.mbs, st.sp, st.ep, st.etp, st.ep_comm_overlap)
+        base = cache.terms[key] = candidate_terms(model, st, hw, block=shape.block, edge=shape.edge)
     return base
 
 

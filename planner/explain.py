@@ -14,7 +14,8 @@ from cost_models.breakdown import GIB
 from cost_models.hardware import Hardware
 from planner.bounds import memory_lower_bound_bytes
 from planner.ilp import solve_split
-from planner.candidates import Cache, group_memory_bound, groups, members
+from planner.cache import Cache
+from planner.candidates import group_memory_bound, groups, members
 from planner.search import SearchOptions, SearchResult
 from planner.specs import ClusterSpec, ModelSpec
 from planner.strategy import Strategy

@@ -1,8 +1,9 @@
 """The search loop: best-first branch and bound over the outer candidates, an ILP per survivor.
 
 Reads top to bottom:
-1. enumerate the candidate *groups* (degrees, mbs, sp, vpp; the group's members differ only in
-   ZeRO stage and offload) and give each a cheap makespan lower bound from cached block times;
+1. enumerate the candidate *families* (degrees, mbs, sp, ep, etp; a family's groups differ only
+   in vpp, a group's members only in ZeRO stage and offload) and give each a cheap makespan lower
+   bound from cached block times; a popped family goes back as its groups, each with its own;
 2. pop the group with the smallest bound; expand it into its members, each with a refined
    lower bound from its `CandidateTerms` (planner/bounds.py) and a memory lower bound (members
    that cannot fit are dropped, "pruned by memory");
@@ -23,10 +24,10 @@ from cost_models.breakdown import CostBreakdown
 from cost_models.estimate import evaluate
 from cost_models.hardware import Hardware
 from planner.bounds import host_lower_bound_bytes, memory_lower_bound_bytes, pipeline_p2p_s
-from planner.candidates import (Cache, Group, SearchOptions, group_memory_bound, groups,
-                                member_base_terms, member_choices, member_limits, member_terms,
-                                members, objective_weight,
-                                with_vpp)
+from planner.cache import Cache, member_limits
+from planner.candidates import (Group, SearchOptions, expand, families, group_memory_bound,
+                                member_base_terms, member_choices, member_terms, members,
+                                objective_weight, with_vpp)
 from planner.ilp import MIP_REL_GAP, IlpResult, solve_split
 from planner.specs import ClusterSpec, ModelSpec
 from planner.strategy import Strategy
@@ -95,9 +96,9 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
     stats = result.stats
     cache = Cache(model, hw, options.limits)
     heap = []
-    for order, (bound, group) in enumerate(groups(model, cluster, cache, options)):
-        stats.candidates += group.members
-        heap.append((bound, order, group))
+    for order, (bound, family) in enumerate(families(model, cluster, cache, options)):
+        stats.candidates += family.members
+        heap.append((bound, order, family))
     heapq.heapify(heap)
     order = len(heap)
     found: dict[tuple, tuple[tuple, Ranked]] = {}
@@ -113,6 +114,12 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
         if time.perf_counter() - start > options.time_limit_s:
             break
         bound, _, item = heapq.heappop(heap)
+        if isinstance(item, Group) and item.vpps:
+            # Level 1: a family's groups, one per vpp, each with its own makespan bound.
+            for group_bound, group in expand(model, item, cache, options):
+                heapq.heappush(heap, (max(bound, group_bound), order, group))
+                order += 1
+            continue
         if isinstance(item, Group) and not item.checked:
             outer = item.outer
             # Level 2: add the pipeline p2p time; drop the group if no member can fit.

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from cost_models.estimate import evaluate
 from cost_models.hardware import from_cluster
@@ -52,13 +52,27 @@ def splits(layers: int, pp: int, vpp: int):
             yield (*cut, last)
 
 
-def brute_force(model, cluster, hw, limits):
-    """(best step time, strategy, split) over every candidate, split and recompute that fits."""
-    best = (float("inf"), None, None)
-    # The search keeps an MoE model's leading dense blocks on the first stage (planner/ilp.py).
+@dataclass
+class CandidateBest:
+    """Brute force over one outer candidate's splits and recompute assignments."""
+
+    time_s: float = float("inf")
+    """Best step time among the assignments that fit."""
+    stages: list | None = None
+    peak_bytes: float = float("inf")
+    """Smallest peak GPU memory (fitting or not)."""
+    host_bytes: float = float("inf")
+    """Smallest largest-stage host memory."""
+
+
+def brute_force_by_candidate(model, cluster, hw, limits) -> dict:
+    """{outer strategy: CandidateBest} over every candidate, split and recompute (the search's
+    space: an MoE model's leading dense blocks stay on the first stage, planner/ilp.py)."""
+    out = {}
     dense_first = model.arch.moe.first_dense_layers if model.arch.moe else 0
     for st in outer_candidates(model, cluster, limits):
         terms = candidate_terms(model, st, hw)
+        best = out[st] = CandidateBest()
         for split in splits(model.arch.layers, st.pp, st.vpp):
             if split[0] < dense_first:
                 continue
@@ -70,9 +84,56 @@ def brute_force(model, cluster, hw, limits):
                     if limits.violations(resolved, model):
                         continue
                 cost = evaluate(model, st, hw, terms, stages)
-                if cost.fits and cost.step_time_s < best[0]:
-                    best = (cost.step_time_s, st, stages)
-    return best
+                best.peak_bytes = min(best.peak_bytes, cost.peak_memory_bytes)
+                best.host_bytes = min(best.host_bytes, max(s.host_bytes for s in cost.stages))
+                if cost.fits and cost.step_time_s < best.time_s:
+                    best.time_s, best.stages = cost.step_time_s, stages
+    return out
+
+
+def brute_force(model, cluster, hw, limits, by_candidate: dict | None = None):
+    """(best step time, strategy, split) over every candidate, split and recompute that fits."""
+    by_candidate = by_candidate or brute_force_by_candidate(model, cluster, hw, limits)
+    st = min(by_candidate, key=lambda s: by_candidate[s].time_s, default=None)
+    if st is None or by_candidate[st].time_s == float("inf"):
+        return float("inf"), None, None
+    return by_candidate[st].time_s, st, by_candidate[st].stages
+
+
+def check_bounds(model, cluster, hw, limits, by_candidate: dict) -> None:
+    """Every lower bound the search prunes with is below brute force, candidate by candidate:
+    the family and group makespan bounds, the group memory bound, the states check, the member
+    step, memory and host bounds and the strong step bound (also at least the split-free one)."""
+    from planner.bounds import host_lower_bound_bytes, memory_lower_bound_bytes, step_lower_bound_s
+    from planner.cache import Cache
+    from planner.candidates import expand, families, group_memory_bound
+    from planner.search import SearchOptions
+    from planner.strong_bound import strong_step_lower_bound_s
+
+    slack, layers = 1 + 1e-9, model.arch.layers
+    cache = Cache(model, hw, limits)
+    options = SearchOptions(limits=limits)
+    group_of = {}
+    for family_time, family in families(model, cluster, cache, options):
+        for group_time, group in expand(model, family, cache, options):
+            group_of[group.degrees] = (family_time, group_time,
+                                       group_memory_bound(model, group.outer, cache))
+    for st, best in by_candidate.items():
+        key = (st.dp, st.tp, st.pp, st.cp, st.vpp, st.mbs, st.sp, st.ep, st.etp, st.ep_comm_overlap)
+        family_time, group_time, group_memory = group_of[key]
+        terms = candidate_terms(model, st, hw)
+        assert family_time <= best.time_s * slack, st.describe()
+        assert group_time <= best.time_s * slack, st.describe()
+        assert group_memory <= best.peak_bytes * slack, st.describe()
+        memory = memory_lower_bound_bytes(terms, st, layers, limits)
+        assert memory <= best.peak_bytes * slack, st.describe()
+        assert host_lower_bound_bytes(terms, st, layers) <= best.host_bytes * slack, st.describe()
+        if best.time_s < float("inf"):
+            assert not cache.states_cannot_fit(st, st.zero, st.offload_optimizer, st.offload_params)
+        weak = step_lower_bound_s(terms, st, layers)
+        strong = strong_step_lower_bound_s(terms, st, layers, hw.capacity_bytes, limits)
+        assert weak <= best.time_s * slack, st.describe()
+        assert weak * (1 - 1e-12) <= strong <= best.time_s * slack, st.describe()
 
 
 def hardware_with_capacity(cluster, capacity_bytes: float):
@@ -81,13 +142,15 @@ def hardware_with_capacity(cluster, capacity_bytes: float):
 
 
 def check_against_brute_force(model, cluster, hw, limits, rel: float = 1e-6):
-    """solve's best equals `brute_force`'s (or both find nothing); returns the search result,
-    or None when nothing fits."""
+    """Every bound is below brute force (`check_bounds`) and solve's best equals `brute_force`'s
+    (or both find nothing); returns the search result, or None when nothing fits."""
     import pytest
 
     from planner.search import SearchOptions, search
 
-    want, _, _ = brute_force(model, cluster, hw, limits)
+    by_candidate = brute_force_by_candidate(model, cluster, hw, limits)
+    check_bounds(model, cluster, hw, limits, by_candidate)
+    want, _, _ = brute_force(model, cluster, hw, limits, by_candidate)
     got = search(model, cluster, hw, SearchOptions(limits=limits, top_k=0))
     if want == float("inf"):
         assert got.best is None and got.status == "infeasible"
