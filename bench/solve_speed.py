@@ -41,8 +41,8 @@ def _sample_candidates(model, cluster, hw, count: int) -> list[Strategy]:
     rng = random.Random(0)
     picks = []
     for family in rng.choices(pool, weights=[f.members for f in pool], k=count):
-        dp, tp, pp, cp, _, mbs, sp, ep, etp = family.degrees
-        group = Group((dp, tp, pp, cp, rng.choice(family.vpps), mbs, sp, ep, etp), 0)
+        dp, tp, pp, cp, _, mbs, sp, ep, etp, overlap = family.degrees
+        group = Group((dp, tp, pp, cp, rng.choice(family.vpps), mbs, sp, ep, etp, overlap), 0)
         picks.append(rng.choice(list(member_strategies(model, group, options))))
     return picks
 
