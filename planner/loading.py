@@ -21,7 +21,8 @@ ARCH_KEYS = ["layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab", "ml
              "mla", "hf_config"]
 MOE_KEYS = ["routed_experts", "top_k", "expert_ffn_hidden", "shared_ffn_hidden",
             "first_dense_layers", "layer_interval", "capacity_factor", "router_dtype",
-            "score_function", "expert_bias", "router_groups", "router_group_top_k"]
+            "score_function", "expert_bias", "router_groups", "router_group_top_k",
+            "routed_scaling_factor"]
 MLA_KEYS = ["q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"]
 TRAINING_KEYS = ["seq_len", "global_batch", "precision", "optimizer", "master_weights_fp32",
                  "grads_fp32", "flash_attention"]
@@ -92,7 +93,8 @@ def _architecture(f: Fields) -> Architecture:
                       score_function=mf.choice("score_function", ("softmax", "sigmoid"), "softmax"),
                       expert_bias=mf.bool("expert_bias", False),
                       router_groups=mf.int("router_groups", 1),
-                      router_group_top_k=mf.int("router_group_top_k", 1))
+                      router_group_top_k=mf.int("router_group_top_k", 1),
+                      routed_scaling_factor=mf.number("routed_scaling_factor", 1.0))
         _check_moe(moe, f.int("layers"), mf.error)
     if "mla" in f.data:
         lf = f.sub("mla", MLA_KEYS)
@@ -220,7 +222,9 @@ def _hf_moe(data: dict, kind: str, need, source: str) -> Architecture:
                   score_function="sigmoid" if data.get("scoring_func") == "sigmoid" else "softmax",
                   expert_bias=deepseek_v3 and data.get("topk_method") == "noaux_tc",
                   router_groups=int(data.get("n_group") or 1) if kind.startswith("deepseek") else 1,
-                  router_group_top_k=int(data.get("topk_group") or 1) if kind.startswith("deepseek") else 1)
+                  router_group_top_k=int(data.get("topk_group") or 1) if kind.startswith("deepseek") else 1,
+                  routed_scaling_factor=float(data.get("routed_scaling_factor") or 1.0)
+                  if kind.startswith("deepseek") else 1.0)
     _check_moe(moe, layers, lambda key, message, hint=None: InputError(
         message, source=source, key_path=key, hint=hint))
     mla = None

@@ -45,6 +45,9 @@ class MoESpec:
     router_group_top_k: int = 1
     """... and each token picks its k experts among its best `router_group_top_k` groups
     (DeepSeek-V3: 4), which bounds the nodes a token is sent to. Unused when router_groups = 1."""
+    routed_scaling_factor: float = 1.0
+    """Multiplier of the routed experts' combined output (DeepSeek-V3: 2.5; HF
+    `routed_scaling_factor`); a recipe setting the emitters pass on, free in the cost model."""
 
     def is_moe_layer(self, index: int) -> bool:
         """Whether block `index` (0-based) has an MoE MLP."""

@@ -134,6 +134,7 @@ def _check_experts(p, args, config):
     assert config.moe_router_dtype == moe.router_dtype
     assert config.moe_router_score_function == moe.score_function
     assert config.moe_router_enable_expert_bias == moe.expert_bias
+    assert (config.moe_router_topk_scaling_factor or 1.0) == moe.routed_scaling_factor
     assert (config.moe_router_num_groups or 1, config.moe_router_group_topk or 1) == (
         moe.router_groups, moe.router_group_top_k)
     balance = "seq_aux_loss" if moe.expert_bias else "aux_loss"

@@ -105,7 +105,8 @@ def _moe(model) -> MoESpec | None:
                    shared_ffn_hidden=shared, first_dense_layers=moe_layers[0],
                    score_function=router.score_func, expert_bias=moe.load_balance_coeff is not None,
                    router_groups=router.num_expert_groups or 1,
-                   router_group_top_k=router.num_limited_groups or 1)
+                   router_group_top_k=router.num_limited_groups or 1,
+                   routed_scaling_factor=router.route_scale)
 
 
 def _mla(attention) -> MLASpec | None:

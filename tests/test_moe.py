@@ -113,7 +113,8 @@ def test_hf_moe_configs(tmp_path):
                 "n_shared_experts": 1, "num_experts_per_tok": 8, "first_k_dense_replace": 3,
                 "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
                 "qk_rope_head_dim": 64, "v_head_dim": 128, "moe_layer_freq": 1,
-                "scoring_func": "sigmoid", "topk_method": "noaux_tc", "n_group": 8, "topk_group": 4}
+                "scoring_func": "sigmoid", "topk_method": "noaux_tc", "n_group": 8, "topk_group": 4,
+                "routed_scaling_factor": 2.5}
     path.write_text(json.dumps(deepseek))
     assert load_model(str(path)).arch == load_model("deepseek-v3").arch
     qwen = {"model_type": "qwen2_moe", "num_hidden_layers": 24, "hidden_size": 2048,

@@ -150,6 +150,8 @@ def _experts(plan: Plan) -> list[tuple[str, ...]]:
     flags += [("--moe-grouped-gemm",), ("--moe-token-dispatcher-type", "alltoall"),
               ("--moe-router-dtype", moe.router_dtype),
               ("--moe-router-score-function", moe.score_function)]
+    if moe.routed_scaling_factor != 1.0:
+        flags.append(("--moe-router-topk-scaling-factor", _q(moe.routed_scaling_factor)))
     if moe.router_groups > 1:
         flags += [("--moe-router-num-groups", _q(moe.router_groups)),
                   ("--moe-router-group-topk", _q(moe.router_group_top_k))]

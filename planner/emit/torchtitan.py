@@ -55,7 +55,7 @@ KNOWN_MODELS = (
                moe=MoESpec(routed_experts=256, top_k=8, expert_ffn_hidden=2048,
                            shared_ffn_hidden=2048, first_dense_layers=3,
                            score_function="sigmoid", expert_bias=True, router_groups=8,
-                           router_group_top_k=4),
+                           router_group_top_k=4, routed_scaling_factor=2.5),
                mla=MLASpec(q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128,
                            qk_rope_head_dim=64, v_head_dim=128)),
 )

@@ -12,7 +12,7 @@ NNODES=${NNODES:-32}
 NPROC_PER_NODE=${NPROC_PER_NODE:-8}
 MASTER_ADDR=${MASTER_ADDR:-localhost}
 MASTER_PORT=${MASTER_PORT:-29500}
-RDZV_ID=${RDZV_ID:-fmplan-c752080b2a5b6e8f}
+RDZV_ID=${RDZV_ID:-fmplan-090f7ddbbb61c95c}
 MEGATRON_LM_DIR=${MEGATRON_LM_DIR:?set MEGATRON_LM_DIR: a Megatron-LM checkout (holds pretrain_gpt.py)}
 DATA_PATH=${DATA_PATH:?set DATA_PATH: Megatron indexed dataset prefix (path without .bin/.idx)}
 TOKENIZER_MODEL=${TOKENIZER_MODEL:?set TOKENIZER_MODEL: Hugging Face tokenizer name or directory}
@@ -64,6 +64,7 @@ ARGS=(
   --moe-token-dispatcher-type alltoall
   --moe-router-dtype fp32
   --moe-router-score-function sigmoid
+  --moe-router-topk-scaling-factor 2.5
   --moe-router-num-groups 8
   --moe-router-group-topk 4
   --moe-router-enable-expert-bias
