@@ -20,7 +20,7 @@ from cost_models.memory import (ZERO3_PREFETCH_BLOCKS, BlockActivations, StateBy
                                 state_bytes_per_param)
 from cost_models.moe import moe_block_activations, moe_block_params, moe_block_times
 from cost_models.pipeline import p2p_transfers_on_critical_path
-from planner.specs import ModelSpec
+from planner.specs import ModelSpec, moe_blocks_before
 from planner.strategy import Strategy
 
 GRAD_BUCKET_PARAMS = 40_000_000
@@ -158,12 +158,7 @@ class CandidateTerms:
         """MoE blocks among blocks 0 .. index-1 (`MoESpec.moe_layers_before`)."""
         if self.moe is None:
             return 0
-        return max(0, index - self.first_dense_layers) // self.moe_interval
-
-    @property
-    def dense_blocks_anywhere(self) -> bool:
-        """Whether an MoE model has dense blocks (leading, or between MoE blocks)."""
-        return self.moe is not None and (self.first_dense_layers > 0 or self.moe_interval > 1)
+        return moe_blocks_before(index, self.first_dense_layers, self.moe_interval)
 
     def stage_params(self, stage: int, pp: int, blocks: float, moe_blocks: float = 0) -> float:
         """dp*cp-sharded parameters held by a GPU of `stage` (before ZeRO)."""

@@ -97,10 +97,17 @@ def kind_split(terms: CandidateTerms, dense_value: float, moe_value: float) -> t
     """
     if terms.moe is None:
         return dense_value, 0.0
-    if terms.moe_interval > 1:  # dense blocks between MoE ones: each block >= the smaller value
+    return split_by_kind(terms.first_dense_layers, terms.moe_interval, dense_value, moe_value)
+
+
+def split_by_kind(first_dense: int, interval: int, dense_value: float,
+                  moe_value: float) -> tuple[float, float]:
+    """`kind_split` of an MoE model with `first_dense` leading dense blocks and one MoE block in
+    every `interval` after them: (moe_value, d (dense_value - moe_value)), or with interval > 1
+    (dense blocks between MoE ones: each block >= the smaller value) (min of the two, 0)."""
+    if interval > 1:
         return min(dense_value, moe_value), 0.0
-    d = terms.first_dense_layers
-    return moe_value, d * (dense_value - moe_value)
+    return moe_value, first_dense * (dense_value - moe_value)
 
 
 def first_stage_blocks(terms: CandidateTerms, st: Strategy) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 from cost_models.hardware import Hardware
 from cost_models.memory import in_flight_microbatches, stage_extra_activations
 from cost_models.terms import candidate_terms
-from planner.bounds import (group_memory_lower_bound_bytes, integer_min_max,
+from planner.bounds import (group_memory_lower_bound_bytes, integer_min_max, split_by_kind,
                             integer_min_max_for_vpp, makespan_lower_bound_s, pipeline_p2p_s)
 from planner.cache import Cache
 from planner.ilp import Solver
@@ -156,15 +156,13 @@ def _block_and_edges(model: ModelSpec, cache: Cache, tp: int, cp: int, mbs: int,
                      ep: int, etp: int, overlap: bool = False) -> tuple[float, float, float]:
     """(c, first, last) of the group bound: the (MoE) block's fwd + bwd, stage 0's edge plus its
     dense blocks' shift, the last stage's edge (pp = 1: both edges on stage 0 is the caller's
-    sum first + last). With dense blocks between MoE blocks, c is the faster kind's and there
-    is no shift (`bounds.kind_split`)."""
+    sum first + last), split by kind as `bounds.kind_split` does."""
     shape = cache.shape(tp, cp, mbs, sp, ep, etp, overlap)
     edge = shape.edge
-    first_s, last_s = edge.first_fwd + edge.first_bwd, edge.last_fwd + edge.last_bwd
     moe = model.arch.moe
-    if moe is not None and moe.layer_interval > 1:
-        return min(shape.dense_s, shape.moe_s), first_s, last_s
-    return shape.moe_s, first_s + _dense_blocks(model) * (shape.dense_s - shape.moe_s), last_s
+    c, shift = split_by_kind(moe.first_dense_layers, moe.layer_interval, shape.dense_s,
+                             shape.moe_s) if moe is not None else (shape.dense_s, 0.0)
+    return c, edge.first_fwd + edge.first_bwd + shift, edge.last_fwd + edge.last_bwd
 
 
 def _member_count(model: ModelSpec, outer: Strategy, limits: EngineLimits) -> int:

@@ -200,11 +200,12 @@ def _interleaved_mixes(prob, terms: CandidateTerms, st: Strategy, n, f, s, big_n
         return q
 
     fd, sd = _leading_dense_recompute(prob, terms, n, f, s, big_n) if d else (0, 0)
-    start = [0] + [floor_after_dense(f"q{i}", pulp.lpSum(n[:i]) - d) for i in range(1, pp)]
+    after = [pulp.lpSum(n[:i]) - d for i in range(pp)]  # P_i - d (used for i >= 1)
+    start = [0] + [floor_after_dense(f"q{i}", after[i]) for i in range(1, pp)]
     full_end = [floor_after_dense("r0", f[0] - fd)] + [
-        floor_after_dense(f"r{i}", pulp.lpSum(n[:i]) + f[i] - d) for i in range(1, pp)]
+        floor_after_dense(f"r{i}", after[i] + f[i]) for i in range(1, pp)]
     sel_end = [floor_after_dense("u0", f[0] - fd + s[0] - sd)] + [
-        floor_after_dense(f"u{i}", pulp.lpSum(n[:i]) + f[i] + s[i] - d) for i in range(1, pp)]
+        floor_after_dense(f"u{i}", after[i] + f[i] + s[i]) for i in range(1, pp)]
     layers = big_n + st.vpp * (pp - 1)
     end = start[1:] + [terms.moe_blocks_before(layers)]
     mixes = []

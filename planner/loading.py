@@ -208,27 +208,27 @@ def _hf_moe(data: dict, kind: str, need, source: str) -> Architecture:
     heads = need("num_attention_heads")
     experts = need("num_local_experts", "num_experts", "n_routed_experts")
     expert_ffn = need("moe_intermediate_size", "intermediate_size")
-    shared = 0
+    deepseek = kind.startswith("deepseek")
+    shared, routing = 0, {}
     if kind == "qwen2_moe":
         shared = int(data.get("shared_expert_intermediate_size") or 0)
-    elif kind.startswith("deepseek"):
+    elif deepseek:
         shared = int(data.get("n_shared_experts") or 0) * expert_ffn
+        routing = dict(expert_bias=kind == "deepseek_v3" and data.get("topk_method") == "noaux_tc",
+                       router_groups=int(data.get("n_group") or 1),
+                       router_group_top_k=int(data.get("topk_group") or 1),
+                       routed_scaling_factor=float(data.get("routed_scaling_factor") or 1.0))
     layers = need("num_hidden_layers")
     first_dense, interval = _hf_moe_layers(data, kind, layers, source)
-    deepseek_v3 = kind == "deepseek_v3"
     moe = MoESpec(routed_experts=experts, top_k=need("num_experts_per_tok"),
                   expert_ffn_hidden=expert_ffn, shared_ffn_hidden=shared,
                   first_dense_layers=first_dense, layer_interval=interval,
                   score_function="sigmoid" if data.get("scoring_func") == "sigmoid" else "softmax",
-                  expert_bias=deepseek_v3 and data.get("topk_method") == "noaux_tc",
-                  router_groups=int(data.get("n_group") or 1) if kind.startswith("deepseek") else 1,
-                  router_group_top_k=int(data.get("topk_group") or 1) if kind.startswith("deepseek") else 1,
-                  routed_scaling_factor=float(data.get("routed_scaling_factor") or 1.0)
-                  if kind.startswith("deepseek") else 1.0)
+                  **routing)
     _check_moe(moe, layers, lambda key, message, hint=None: InputError(
         message, source=source, key_path=key, hint=hint))
     mla = None
-    if kind.startswith("deepseek"):
+    if deepseek:
         mla = MLASpec(q_lora_rank=int(data.get("q_lora_rank") or 0), kv_lora_rank=need("kv_lora_rank"),
                       qk_nope_head_dim=need("qk_nope_head_dim"),
                       qk_rope_head_dim=need("qk_rope_head_dim"), v_head_dim=need("v_head_dim"))

@@ -61,7 +61,13 @@ class MoESpec:
 
     def moe_layers_before(self, index: int) -> int:
         """MoE blocks among blocks 0 .. index-1."""
-        return max(0, index - self.first_dense_layers) // self.layer_interval
+        return moe_blocks_before(index, self.first_dense_layers, self.layer_interval)
+
+
+def moe_blocks_before(index: int, first_dense: int, interval: int) -> int:
+    """MoE blocks among blocks 0 .. index-1 when the `first_dense` leading blocks are dense and
+    then the last of every `interval` blocks is MoE (`MoESpec.layer_interval`)."""
+    return max(0, index - first_dense) // interval
 
 
 @dataclass(frozen=True, kw_only=True)
