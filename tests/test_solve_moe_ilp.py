@@ -45,7 +45,7 @@ def brute_force(model, st, hw, terms):
 
 @pytest.mark.parametrize("first_dense, interval, layers", [(0, 1, 5), (2, 1, 5), (1, 2, 5), (0, 3, 6)],
                          ids=["all-moe", "2-dense-first", "1-dense-then-every-2nd", "every-3rd"])
-@pytest.mark.parametrize("capacity_share", [1.5, 0.97, 0.6, 0.2])
+@pytest.mark.parametrize("capacity_share", [1.5, 0.97, 0.8, 0.6, 0.2])
 @pytest.mark.parametrize("st", [
     Strategy(dp=2, pp=2, ep=2, zero=1, mbs=2),
     Strategy(dp=1, pp=4, zero=0, mbs=1),
