@@ -24,11 +24,12 @@ def emit_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the launch files.")],
     env: Annotated[Optional[list[str]], typer.Option(
         "--env", help="Bake a launch-script default, NAME=VALUE (e.g. DATA_PATH=/data/corpus).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write into an --out DIR that holds other files.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write the launch files of a saved plan for one engine (exit 1 naming what it cannot express)."""
     values = _values(env or [])
-    written = emit(load_plan(plan_file), target, out, values=values)
+    written = emit(load_plan(plan_file), target, out, values=values, force=force)
     if as_json:
         typer.echo(json.dumps({"target": target, "files": [str(p) for p in written]}, indent=2))
         return

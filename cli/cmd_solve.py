@@ -2,17 +2,18 @@
 plan.yaml and, with a target engine, its launch files."""
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from cli.options import ClusterOpt, JsonOpt, ModelArg, NodesOpt, ProfileOpt, load_inputs
+from cli.options import (ClusterOpt, JsonOpt, ModelArg, NodesOpt, ProfileOpt, check_options,
+                         load_inputs)
 from cli.render_solve import outcome_payload, render_solve
 from cost_models.hardware import from_cluster
-from planner.errors import EnvironmentProblem, InputError
+from planner.errors import InputError
+from planner.plan import PLAN_FILE
 from planner.presets import DEFAULT_CLUSTER
 from planner.search import SearchOptions
 from planner.solve import solve, solve_deadline
@@ -32,6 +33,7 @@ def solve_command(
     target: Annotated[str, typer.Option("--target", help="megatron, deepspeed, torchtitan or any.")] = "any",
     top: Annotated[int, typer.Option("--top", min=0, help="Runners-up to show (each proven).")] = 3,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write DIR/plan.yaml (and launch files).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write into an --out DIR that holds other files.")] = False,
     time_limit: Annotated[float, typer.Option("--time-limit", min=0.1, help="Search budget in seconds; the gap is reported when hit.")] = 120.0,
     solver: Annotated[str, typer.Option("--solver", help="highs (in-process) or cbc.")] = "highs",
     objective: Annotated[str, typer.Option("--objective", help="time (step time) or cost (GPU-hours for --tokens).")] = "time",
@@ -44,6 +46,7 @@ def solve_command(
 
     Without --cluster the default cluster preset (dgx-h100-8n: 8 DGX H100 nodes) is used.
     """
+    check_options(tokens=tokens, deadline_h=deadline, time_limit_s=time_limit, top=top)
     if target not in TARGETS:
         raise InputError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
     if solver not in ("highs", "cbc"):
@@ -61,7 +64,7 @@ def solve_command(
         outcome = solve_deadline(model_spec, cluster_spec, hardware, options, deadline, target)
     else:
         outcome = solve(model_spec, cluster_spec, hardware, options, target)
-    written = _write(outcome.plan, target, out) if out is not None else []
+    written = _write(outcome.plan, target, out, force) if out is not None else []
     if as_json:
         payload = outcome_payload(outcome)
         payload["files"] = [str(p) for p in written]
@@ -70,24 +73,12 @@ def solve_command(
         render_solve(outcome, written)
 
 
-def _write(plan, target: str, out_dir: Path) -> list[Path]:
-    """plan.yaml, then the target engine's launch files when the emitters are installed."""
-    plan_path = out_dir / "plan.yaml"
-    plan.write(plan_path)
-    written = [plan_path]
-    if target == "any":
-        return written
-    try:
-        emit_module = importlib.import_module("planner.emit")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("planner.emit",):
-            raise
-        raise EnvironmentProblem(
-            f"plan.yaml written to {plan_path}, but this fmplan has no emitters (planner.emit) "
-            f"to write {target} launch files",
-            ) from None
-    emit = getattr(emit_module, "emit", None)
-    if emit is None:
-        raise EnvironmentProblem("planner.emit has no emit(plan, target, out_dir) function")
-    written += list(emit(plan, target, out_dir))
-    return written
+def _write(plan, target: str, out_dir: Path, force: bool) -> list[Path]:
+    """plan.yaml and, with a target, the engine's launch files: rendered first, then written
+    all together or not at all (planner.output)."""
+    from planner.emit import OUTPUT_NAMES, render_files
+    from planner.output import write_files
+    files = {PLAN_FILE: plan.to_yaml()}
+    if target != "any":
+        files.update(render_files(plan, target))
+    return write_files(out_dir, files, owned=OUTPUT_NAMES, force=force)

@@ -5,6 +5,7 @@ Nothing imported at module level pulls in torch: `fmplan --help`, `estimate` and
 """
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
 from importlib.metadata import PackageNotFoundError, version
@@ -53,15 +54,27 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _python_show_warning = warnings.showwarning
 
 
-def main() -> None:
-    """Console entry point: typer handles usage errors (exit 2); FmplanError becomes its exit
-    code and one line on stderr; FmplanWarning one `warning:` line."""
+@functools.cache
+def _command():
+    """The click command behind `app`, built once (building it costs ~40 ms, which matters to
+    callers that run many commands in one process: the fuzz test)."""
+    return typer.main.get_command(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (`argv` defaults to sys.argv[1:]): typer handles usage errors (exit 2)
+    and Ctrl-C (exit 130); FmplanError becomes its exit code and one line on stderr, an OS error
+    (a file that cannot be written, a full disk) exit 1; FmplanWarning one `warning:` line."""
     warnings.showwarning = _show_warning
     try:
-        app()
+        _command().main(args=argv)
     except FmplanError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

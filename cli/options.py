@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from planner.errors import InputError
+from planner.limits import out_of_bounds
 from planner.loading import load_cluster, load_model
 from planner.specs import ClusterSpec, ModelSpec
 from planner.strategy import Strategy
@@ -22,6 +23,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 def load_inputs(model: str, cluster: str | None, nodes: int | None) -> tuple[ModelSpec, ClusterSpec]:
     """Load the model and cluster named on the command line."""
     return load_model(model), load_cluster(cluster, nodes=nodes)
+
+
+def check_options(**values: float | None) -> None:
+    """Each given option value within the bound of its quantity (planner.limits), e.g.
+    check_options(tokens=1e12, deadline_h=None); the error names the flag."""
+    for quantity, value in values.items():
+        problem = None if value is None else out_of_bounds(quantity, value)
+        if problem:
+            flag = "--" + quantity.removesuffix("_s").removesuffix("_h").replace("_", "-")
+            raise InputError(f"{flag}: {problem}")
 
 
 def parse_stage_layers(text: str | None) -> tuple[int, ...] | None:
@@ -43,6 +54,8 @@ def strategy_from_options(*, dp: int | None, tp: int, pp: int, cp: int, vpp: int
                           tp_comm_overlap: bool, cluster: ClusterSpec,
                           ep_comm_overlap: bool = False) -> Strategy:
     """Build a Strategy from CLI flags; dp defaults to the GPUs left after tp*pp*cp."""
+    check_options(dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, mbs=mbs, ep=ep, etp=etp, zero=zero,
+                  recompute_layers=recompute_layers)
     if dp is None:
         if tp < 1 or pp < 1 or cp < 1 or cluster.gpus % (tp * pp * cp):
             raise InputError(f"tp*pp*cp = {tp}*{pp}*{cp} = {tp * pp * cp} does not divide the "

@@ -140,29 +140,26 @@ def load(path: Path) -> Profile:
                              "version that wrote the file")
     samples = {}
     for section, cls in SECTIONS.items():
-        items = top.raw(section, [])
-        if not isinstance(items, list):
-            raise top.error(section, f"expected a list of samples, got {type(items).__name__}")
+        items = top.list(section, [])
         samples[section] = tuple(_typed(cls, item, source, f"{section}[{i}]")
                                  for i, item in enumerate(items))
-    overheads = top.raw("kernel_overhead_time_s", [])
-    if not isinstance(overheads, list) or not all(_positive(v) for v in overheads):
-        raise top.error("kernel_overhead_time_s", "expected a list of positive seconds")
+    overheads = [top.check_number(f"kernel_overhead_time_s[{i}]", v,
+                                  quantity="kernel_overhead_time_s")
+                 for i, v in enumerate(top.list("kernel_overhead_time_s", []))]
     skipped = top.raw("skipped", {})
-    checks = top.raw("memory_checks", [])
-    if not isinstance(skipped, dict) or not isinstance(checks, list):
-        raise top.error("skipped", "expected a mapping of section -> reason and a list of checks")
+    if not isinstance(skipped, dict):
+        raise top.error("skipped", "expected a mapping of section -> reason")
+    checks = top.list("memory_checks", [])
+    for i, check in enumerate(checks):
+        if not isinstance(check, dict):
+            raise top.error(f"memory_checks[{i}]", f"expected a mapping, got {type(check).__name__}")
     return canonical(Profile(
         device=_typed(DeviceIdentity, top.raw("device"), source, "device"),
         software=_typed(Software, top.raw("software"), source, "software"),
         host=top.str("host"), created_utc=top.str("created_utc"),
-        updated_utc=top.str("updated_utc"), kernel_overhead_s=tuple(float(v) for v in overheads),
+        updated_utc=top.str("updated_utc"), kernel_overhead_s=tuple(overheads),
         samples=samples, skipped={str(k): str(v) for k, v in skipped.items()},
         memory_checks=tuple(checks)))
-
-
-def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 def _typed(cls: type, data: Any, source: str, path: str) -> Any:
@@ -180,7 +177,7 @@ def _typed(cls: type, data: Any, source: str, path: str) -> Any:
         if hint is float:
             values[name] = obj.number(name)
         elif hint is int:
-            values[name] = obj.int(name, minimum=0 if name in ("bytes",) else 1)
+            values[name] = obj.int(name)
         elif hint is bool:
             values[name] = obj.bool(name)
         elif hint is str:

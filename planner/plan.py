@@ -18,9 +18,11 @@ from planner.errors import InputError
 from planner.loading import cluster_from_mapping, model_from_mapping, read_mapping
 from planner.schema import Fields
 from planner.specs import ClusterSpec, DeviceSpec, ModelSpec
-from planner.strategy import Strategy
+from planner.strategy import RECOMPUTE_MODES, Strategy
 
 PLAN_SCHEMA_VERSION = 1
+PLAN_FILE = "plan.yaml"
+"""The plan's file name in an output directory."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,10 +63,15 @@ class Plan:
             "cluster": cluster_to_mapping(self.cluster),
         }
 
+    def to_yaml(self) -> str:
+        """The plan.yaml text (deterministic key order and float formatting)."""
+        return yaml.safe_dump(self.to_mapping(), sort_keys=False, width=100)
+
     def write(self, path: Path) -> None:
-        """Write plan.yaml (deterministic key order and float formatting)."""
+        """Write plan.yaml to `path` (`fmplan solve --out` writes it with the launch files,
+        atomically, through planner.output)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.to_mapping(), sort_keys=False, width=100))
+        path.write_text(self.to_yaml())
 
 
 def load_plan(path: Path) -> Plan:
@@ -83,9 +90,13 @@ def load_plan(path: Path) -> Plan:
     cluster = cluster_from_mapping(top.raw("cluster"), source=f"{source}#cluster")
     strategy = strategy_from_mapping(top.raw("strategy"), source=source)
     strategy.validate(model, cluster)
-    return Plan(model=model, cluster=cluster, strategy=strategy, predicted=top.raw("predicted", {}),
-                solver=top.raw("solver", {}), search=top.raw("search", {}),
-                target=top.str("target", "any"))
+    records = {}
+    for key in ("predicted", "solver", "search"):
+        records[key] = top.raw(key, {})
+        if not isinstance(records[key], dict):
+            raise top.error(key, f"expected a mapping, got {type(records[key]).__name__}")
+    return Plan(model=model, cluster=cluster, strategy=strategy, target=top.str("target", "any"),
+                **records)
 
 
 def strategy_to_mapping(st: Strategy) -> dict[str, Any]:
@@ -100,18 +111,34 @@ def strategy_to_mapping(st: Strategy) -> dict[str, Any]:
 
 
 def strategy_from_mapping(data: Any, *, source: str) -> Strategy:
-    """Inverse of strategy_to_mapping, with key-path errors."""
+    """Inverse of strategy_to_mapping: every field type-checked and bounded, with key paths."""
     names = [f.name for f in fields(Strategy)]
     f = Fields(data, source=source, path="strategy", allowed=names)
-    values = {k: v for k, v in f.data.items() if v is not None}
-    if "stage_layers" in values:
-        values["stage_layers"] = tuple(int(v) for v in values["stage_layers"])
-    if "stage_recompute" in values:
-        values["stage_recompute"] = tuple((int(a), int(b)) for a, b in values["stage_recompute"])
-    try:
-        return Strategy(**values)
-    except TypeError as exc:
-        raise InputError(f"bad strategy: {exc}", source=source, key_path="strategy") from None
+    values: dict[str, Any] = {}
+    for name in names:
+        if f.data.get(name) is None:
+            continue
+        default = getattr(Strategy(), name)
+        if isinstance(default, bool):
+            values[name] = f.bool(name)
+        elif name == "recompute":
+            values[name] = f.choice(name, RECOMPUTE_MODES)
+        elif name == "stage_layers":
+            values[name] = tuple(f.check_int(f"{name}[{i}]", v, quantity=name)
+                                 for i, v in enumerate(f.list(name)))
+        elif name == "stage_recompute":
+            values[name] = tuple(_recompute_pair(f, i, v) for i, v in enumerate(f.list(name)))
+        else:
+            values[name] = f.int(name)
+    return Strategy(**values)
+
+
+def _recompute_pair(f: Fields, index: int, value: Any) -> tuple[int, int]:
+    key = f"stage_recompute[{index}]"
+    if not isinstance(value, list) or len(value) != 2:
+        raise f.error(key, "expected a [full, selective] pair of block counts")
+    return (f.check_int(f"{key}[0]", value[0], quantity="stage_recompute"),
+            f.check_int(f"{key}[1]", value[1], quantity="stage_recompute"))
 
 
 def model_to_mapping(model: ModelSpec) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from types import ModuleType
 
 from planner.emit import deepspeed, megatron, torchtitan
 from planner.errors import InputError
-from planner.plan import Plan
+from planner.output import write_files
+from planner.plan import PLAN_FILE, Plan
 from planner.targets import EngineLimits
 
 ENGINES: dict[str, ModuleType] = {"megatron": megatron, "deepspeed": deepspeed,
@@ -20,6 +21,10 @@ ENGINES: dict[str, ModuleType] = {"megatron": megatron, "deepspeed": deepspeed,
 """Target name -> emitter module."""
 LIMITS: dict[str, EngineLimits] = {name: module.LIMITS for name, module in ENGINES.items()}
 """Target name -> the limits its emitter declares."""
+OUTPUT_NAMES = frozenset({PLAN_FILE, "slurm.sbatch", deepspeed.CONFIG,
+                          *(module.SCRIPT for module in ENGINES.values())})
+"""Every file `fmplan solve --out` and `fmplan emit --out` write (what an output directory may
+already hold without --force)."""
 
 
 def launch_variables(target: str) -> list[str]:
@@ -36,9 +41,8 @@ def check(plan: Plan, target: str) -> None:
                          hint=f"re-solve with `--target {target}` to search only what it can launch")
 
 
-def emit(plan: Plan, target: str, out_dir: Path, *,
-         values: dict[str, str] | None = None) -> list[Path]:
-    """Write the launch files of `plan` for `target` into `out_dir`; return their paths (sorted).
+def render_files(plan: Plan, target: str, *, values: dict[str, str] | None = None) -> dict[str, str]:
+    """The launch files of `plan` for `target` (file name -> text), nothing written.
 
     `values` bakes defaults for the launch script's environment variables (`launch_variables`),
     e.g. {"DATA_PATH": "/data/my corpus"}; they are shell-quoted. Raises InputError naming every
@@ -50,16 +54,16 @@ def emit(plan: Plan, target: str, out_dir: Path, *,
         raise InputError(f"{target} launch scripts have no variable {', '.join(unknown)}",
                          hint=f"known: {', '.join(launch_variables(target))}")
     check(plan, target)
-    files = _engine(target).render(plan, values)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in sorted(files.items()):
-        path = out_dir / name
-        path.write_text(text)
-        if name.endswith(".sh") or name.endswith(".sbatch"):
-            path.chmod(0o755)
-        written.append(path)
-    return written
+    return _engine(target).render(plan, values)
+
+
+def emit(plan: Plan, target: str, out_dir: Path, *, values: dict[str, str] | None = None,
+         force: bool = False) -> list[Path]:
+    """Write the launch files of `plan` for `target` into `out_dir`, all or none
+    (`planner.output.write_files`; `force` allows a directory holding other files); return their
+    paths (sorted). Errors as `render_files`."""
+    files = render_files(plan, target, values=values)
+    return write_files(out_dir, files, owned=OUTPUT_NAMES, force=force)
 
 
 def _engine(target: str) -> ModuleType:
