@@ -8,9 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cli.options import JsonOpt
-from planner.emit import ENGINES, emit
 from planner.errors import InputError
-from planner.plan import load_plan
 
 
 def register(app: typer.Typer) -> None:
@@ -20,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
 def emit_command(
     plan_file: Annotated[Path, typer.Argument(help="plan.yaml written by `fmplan solve`.")],
-    target: Annotated[str, typer.Option("--target", "-t", help=f"Engine: {', '.join(ENGINES)}.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Engine: megatron, deepspeed or torchtitan.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the launch files.")],
     env: Annotated[Optional[list[str]], typer.Option(
         "--env", help="Bake a launch-script default, NAME=VALUE (e.g. DATA_PATH=/data/corpus).")] = None,
@@ -28,6 +26,8 @@ def emit_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Write the launch files of a saved plan for one engine (exit 1 naming what it cannot express)."""
+    from planner.emit import emit  # the emitters load only when a plan is emitted
+    from planner.plan import load_plan
     values = _values(env or [])
     written = emit(load_plan(plan_file), target, out, values=values, force=force)
     if as_json:

@@ -8,9 +8,6 @@ import typer
 
 from cli.options import (ClusterOpt, JsonOpt, ModelArg, NodesOpt, ProfileOpt, load_inputs,
                          strategy_from_options)
-from cli.render import render_estimate
-from cost_models.estimate import estimate
-from cost_models.hardware import from_cluster
 
 
 def register(app: typer.Typer) -> None:
@@ -43,6 +40,9 @@ def estimate_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Predict step time, per-GPU memory and MFU of one strategy."""
+    from cli.render import render_estimate  # the cost model loads only when the command runs
+    from cost_models.estimate import estimate
+    from cost_models.hardware import from_cluster
     model_spec, cluster_spec = load_inputs(model, cluster, nodes)
     strategy = strategy_from_options(
         dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, ep=ep, etp=etp, mbs=mbs, zero=zero, sp=sp, recompute=recompute,

@@ -8,7 +8,6 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.options import JsonOpt
-from cost_models.flops import total_params
 from planner import presets
 from planner.loading import load_cluster, load_device, load_model
 
@@ -20,6 +19,7 @@ def register(app: typer.Typer) -> None:
 
 def presets_command(as_json: JsonOpt = False) -> None:
     """List shipped presets (clusters take `-<N>n` for N nodes, e.g. dgx-h100-128n)."""
+    from cost_models.flops import total_params  # the cost model loads only when this runs
     devices = [load_device(n) for n in presets.names("devices")]
     clusters = [load_cluster(n) for n in presets.names("clusters")]
     models = [load_model(n) for n in presets.names("models")]

@@ -10,14 +10,9 @@ import typer
 
 from cli.options import (ClusterOpt, JsonOpt, ModelArg, NodesOpt, ProfileOpt, check_options,
                          load_inputs)
-from cli.render_solve import outcome_payload, render_solve
-from cost_models.hardware import from_cluster
 from planner.errors import InputError
 from planner.plan import PLAN_FILE
 from planner.presets import DEFAULT_CLUSTER
-from planner.search import SearchOptions
-from planner.solve import solve, solve_deadline
-from planner.targets import TARGETS
 
 
 def register(app: typer.Typer) -> None:
@@ -46,6 +41,11 @@ def solve_command(
 
     Without --cluster the default cluster preset (dgx-h100-8n: 8 DGX H100 nodes) is used.
     """
+    from cli.render_solve import outcome_payload, render_solve  # the search imports PuLP/HiGHS
+    from cost_models.hardware import from_cluster
+    from planner.search import SearchOptions
+    from planner.solve import solve, solve_deadline
+    from planner.targets import TARGETS
     check_options(tokens=tokens, deadline_h=deadline, time_limit_s=time_limit, top=top)
     if target not in TARGETS:
         raise InputError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")

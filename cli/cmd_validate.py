@@ -9,9 +9,6 @@ from typing import Annotated
 import typer
 
 from cli.options import JsonOpt, ProfileOpt
-from cli.render_validate import render_validation
-from planner.plan import load_plan
-from planner.validation import validate_plan
 
 
 class Device(str, Enum):
@@ -36,6 +33,9 @@ def validate_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Run PLAN with torchrun on this machine; print measured vs predicted memory and step time."""
+    from cli.render_validate import render_validation  # loaded only when the command runs
+    from planner.plan import load_plan
+    from planner.validation import validate_plan
     report = validate_plan(load_plan(plan), device=device.value, steps=steps, warmup=warmup,
                            scale=scale_down, profile=profile)
     if as_json:

@@ -1,14 +1,15 @@
 """The `fmplan` command: one thin command per verb (each in its own module), exit codes here.
 
 Exit codes: 0 ok; 1 invalid input; 2 usage; 3 no feasible plan; 4 environment.
-Nothing imported at module level pulls in torch: `fmplan --help`, `estimate` and `solve` stay fast.
+Nothing imported at module level pulls in torch, PuLP/HiGHS, the emitters or the cost model: each
+command imports what it uses when it runs, so `fmplan --help` and `presets` start fast
+(tests/test_cli_imports.py).
 """
 from __future__ import annotations
 
 import functools
 import sys
 import warnings
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
@@ -24,6 +25,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
+        from importlib.metadata import PackageNotFoundError, version  # ~45 ms: only for --version
         try:
             typer.echo(f"fmplan {version('fmplan')}")
         except PackageNotFoundError:
