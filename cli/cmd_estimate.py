@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.options import (ClusterOpt, JsonOpt, ModelArg, NodesOpt, ProfileOpt, load_inputs,
+from cli.options import (ClusterOpt, JsonOpt, ModelArg, NodesOpt, ProfileOpt, StackOpt, load_inputs,
                          strategy_from_options)
 
 
@@ -20,6 +20,7 @@ def estimate_command(
     cluster: ClusterOpt = None,
     nodes: NodesOpt = None,
     profile: ProfileOpt = None,
+    stack: StackOpt = None,
     tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel degree.")] = 1,
     pp: Annotated[int, typer.Option("--pp", help="Pipeline stages.")] = 1,
     dp: Annotated[Optional[int], typer.Option("--dp", help="Data-parallel degree (default: the rest).")] = None,
@@ -34,7 +35,7 @@ def estimate_command(
     recompute_layers: Annotated[Optional[int], typer.Option("--recompute-layers", help="Blocks per stage recomputed (default all).")] = None,
     offload: Annotated[str, typer.Option("--offload", help="none, optimizer, params or all.")] = "none",
     stage_layers: Annotated[Optional[str], typer.Option("--stage-layers", help="Blocks per stage, e.g. 5,6,6,5.")] = None,
-    overlap_grad_reduce: Annotated[bool, typer.Option("--overlap-grad-reduce/--no-overlap-grad-reduce", help="Overlap DP reduction with backward.")] = True,
+    overlap_grad_reduce: Annotated[Optional[bool], typer.Option("--overlap-grad-reduce/--no-overlap-grad-reduce", help="Overlap DP reduction with backward (default: the stack's).")] = None,
     tp_comm_overlap: Annotated[bool, typer.Option("--tp-comm-overlap/--no-tp-comm-overlap", help="Overlap TP collectives with GEMMs.")] = False,
     ep_comm_overlap: Annotated[bool, typer.Option("--ep-comm-overlap/--no-ep-comm-overlap", help="Overlap the MoE all-to-all with another micro-batch's compute.")] = False,
     as_json: JsonOpt = False,
@@ -43,20 +44,24 @@ def estimate_command(
     from cli.render import render_estimate  # the cost model loads only when the command runs
     from cost_models.estimate import estimate
     from cost_models.hardware import from_cluster
+    from planner.stacks import stack_for
     model_spec, cluster_spec = load_inputs(model, cluster, nodes)
+    stack_spec = stack_for(stack)
+    if overlap_grad_reduce is None:
+        overlap_grad_reduce = stack_spec.overlap_grad_reduce
     strategy = strategy_from_options(
         dp=dp, tp=tp, pp=pp, cp=cp, vpp=vpp, ep=ep, etp=etp, mbs=mbs, zero=zero, sp=sp, recompute=recompute,
         recompute_layers=recompute_layers, offload=offload, stage_layers=stage_layers,
         overlap_grad_reduce=overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap,
         ep_comm_overlap=ep_comm_overlap, cluster=cluster_spec)
-    hardware = from_cluster(cluster_spec)
+    hardware = from_cluster(cluster_spec, stack_spec)
     if profile is not None:
         from cost_models.profile_format import apply_profile
         hardware = apply_profile(hardware, profile, cluster_spec)
     result = estimate(model_spec, cluster_spec, strategy, hardware)
     if as_json:
         payload = {"model": model_spec.name, "cluster": cluster_spec.name,
-                   "strategy": strategy.describe(), **result.to_dict()}
+                   "stack": stack_spec.name, "strategy": strategy.describe(), **result.to_dict()}
         typer.echo(json.dumps(payload, indent=2, sort_keys=True))
     else:
-        render_estimate(model_spec, cluster_spec, strategy, result)
+        render_estimate(model_spec, cluster_spec, strategy, result, stack=stack_spec.name)

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.options import (ClusterOpt, JsonOpt, ModelArg, NodesOpt, ProfileOpt, check_options,
+from cli.options import (ClusterOpt, JsonOpt, ModelArg, NodesOpt, ProfileOpt, StackOpt,
+                         check_options,
                          load_inputs)
 from planner.errors import InputError
 from planner.plan import PLAN_FILE
@@ -24,6 +25,7 @@ def solve_command(
     model: ModelArg,
     cluster: ClusterOpt = None,
     nodes: NodesOpt = None,
+    stack: StackOpt = None,
     profile: ProfileOpt = None,
     target: Annotated[str, typer.Option("--target", help="megatron, deepspeed, torchtitan or any.")] = "any",
     top: Annotated[int, typer.Option("--top", min=0, help="Runners-up to show (each proven).")] = 3,
@@ -43,6 +45,7 @@ def solve_command(
     """
     from cli.render_solve import outcome_payload, render_solve  # the search imports PuLP/HiGHS
     from cost_models.hardware import from_cluster
+    from planner.stacks import stack_for
     from planner.search import SearchOptions
     from planner.solve import solve, solve_deadline
     from planner.targets import TARGETS
@@ -54,7 +57,7 @@ def solve_command(
     if objective not in ("time", "cost"):
         raise InputError(f"--objective must be time or cost, got {objective!r}")
     model_spec, cluster_spec = load_inputs(model, cluster or DEFAULT_CLUSTER, nodes)
-    hardware = from_cluster(cluster_spec)
+    hardware = from_cluster(cluster_spec, stack_for(stack, target))
     if profile is not None:
         from cost_models.profile_format import apply_profile
         hardware = apply_profile(hardware, profile, cluster_spec)

@@ -16,7 +16,8 @@ ModelArg = Annotated[str, typer.Argument(help="model.yaml, a HF config.json, or 
 ClusterOpt = Annotated[Optional[str], typer.Option(
     "--cluster", "-c", help="cluster.yaml or preset (e.g. dgx-h100, dgx-h100-128n).")]
 NodesOpt = Annotated[Optional[int], typer.Option("--nodes", "-n", help="Override the node count.")]
-ProfileOpt = Annotated[Optional[Path], typer.Option("--profile", help="Profile file from `fmplan profile`.")]
+ProfileOpt = Annotated[Optional[Path], typer.Option("--profile", help="Profile file from `fmplan profile`, or a calibration from `fmplan calibrate`.")]
+StackOpt = Annotated[Optional[str], typer.Option("--stack", help="Software stack: megatron-core, megatron-deepspeed, deepspeed, fsdp, llm-foundry-2023 or a stack YAML (default: from --target, else megatron-core).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 

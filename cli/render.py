@@ -10,11 +10,13 @@ from planner.strategy import Strategy
 
 
 def render_estimate(model: ModelSpec, cluster: ClusterSpec, strategy: Strategy,
-                    result: CostBreakdown, console: Console | None = None) -> None:
+                    result: CostBreakdown, console: Console | None = None,
+                    stack: str = "megatron-core") -> None:
     """Print the step-time and memory breakdown of one strategy."""
     console = console or Console()
     console.print(f"[bold]{model.name}[/] on {cluster.name} ({cluster.gpus} x {cluster.device.name})")
-    console.print(f"strategy: {strategy.describe()}  micro-batches: {result.micro_batches}")
+    console.print(f"strategy: {strategy.describe()}  micro-batches: {result.micro_batches}  "
+                  f"stack: {stack}")
     console.print(
         f"step {result.step_time_s:.3f} s | {result.tokens_per_s:,.0f} tokens/s | "
         f"MFU {100 * result.mfu:.1f}% | model {result.model_tflops_per_gpu:.0f} / hardware "

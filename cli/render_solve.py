@@ -37,14 +37,15 @@ def render_solve(outcome: SolveOutcome, written: list[Path], console: Console | 
     """Best plan (full breakdown), certificate, search statistics and runners-up."""
     console = console or Console()
     plan, result = outcome.plan, outcome.result
-    render_estimate(plan.model, plan.cluster, outcome.best.strategy, outcome.best.cost, console)
+    render_estimate(plan.model, plan.cluster, outcome.best.strategy, outcome.best.cost, console,
+                    stack=plan.stack)
     st = outcome.best.strategy
     if st.pp > 1:
         console.print(f"layer split: {list(st.stage_layers)}")
     stats = result.stats
     status = ("certified optimal under the cost model" if result.status == "optimal"
               else f"time limit hit: within {100 * result.gap:.2f}% of optimal")
-    console.print(f"[bold]{status}[/] (target {plan.target}, solver {plan.solver['backend']})")
+    console.print(f"[bold]{status}[/] (target {plan.target}, stack {plan.stack}, solver {plan.solver['backend']})")
     console.print(
         f"search: {stats.candidates:,} candidates, {stats.pruned_by_bound:,} pruned by bound, "
         f"{stats.pruned_by_memory:,} pruned by memory, {stats.ilps_solved:,} ILPs solved "

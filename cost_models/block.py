@@ -17,6 +17,14 @@ ACT_BYTES = 2
 """Stored activations are 16-bit, also under fp8 GEMMs (Transformer Engine keeps bf16 I/O)."""
 
 
+CE_BYTES_PER_LOGIT = {True: 16, False: 36}
+"""HBM bytes per logit element of the loss, forward + backward. Fused (Megatron's vocab-parallel
+cross-entropy, `tensor_parallel/cross_entropy.py`): the fp32 logits are read and written twice,
+4 x 4 bytes. Eager PyTorch (`cross_entropy(logits.float())`, HF and torchtitan): the upcast reads
+2 and writes 4, log-softmax reads 4 and writes 4, its backward reads 4 + 4 and writes 4, the
+gradient's downcast reads 4 and writes 2, and the bf16 logits were written (2): 36 bytes."""
+
+
 @dataclass(frozen=True)
 class BlockTimes:
     """Seconds per micro-batch for one transformer block on one GPU."""
@@ -124,7 +132,7 @@ def _attention_core_s(model: ModelSpec, st: Strategy, hw: Hardware, backward: bo
                                  causal_skip=train.flash_attention)
     if train.flash_attention:
         # FlashAttention-2 backward recomputes S and P: 5 matmuls vs 2 forward (Dao 2023, §3.2).
-        return hw.attention_time_s(flops * (2.5 if backward else 1.0), backward)
+        return hw.attention_time_s(flops * (2.5 if backward else 1.0), backward, train.seq_len)
     heads = st.mbs * a.heads // st.tp
     q, kv, d = train.seq_len // st.cp, train.seq_len, a.head_dim
     one = hw.gemm_time_s(q, d, kv, "bf16", heads) + hw.gemm_time_s(q, kv, d, "bf16", heads)
@@ -183,14 +191,14 @@ def edge_times(model: ModelSpec, st: Strategy, hw: Hardware) -> EdgeTimes:
 
     The vocabulary-parallel embedding ends in an all-reduce (or reduce-scatter with sp); the
     output layer's input gradient needs the same collective in the backward. Cross-entropy reads
-    and writes the fp32 logits a few times (Megatron's fused vocab-parallel cross-entropy).
+    and writes the fp32 logits a few times: `CE_BYTES_PER_LOGIT` fused or eager.
     """
     a, prec = model.arch, model.training.precision
     tokens = _tokens(model, st)
     act = tokens * a.hidden * ACT_BYTES
     g = logits_gemm(a, tokens, st.tp)
     logits_fwd = hw.gemm_time_s(g.m, g.k, g.n, prec)
-    ce_bytes = 4 * tokens * g.n * 4
+    ce_bytes = tokens * g.n * CE_BYTES_PER_LOGIT[hw.fused_cross_entropy]
     ce = hw.memory_time_s(ce_bytes, 3)
     emb = hw.memory_time_s(2 * act / (st.tp if st.sp else 1), 1)
     tp = 0.0

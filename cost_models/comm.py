@@ -26,6 +26,21 @@ def group_link(hw: Hardware, size: int, stride: int) -> Link:
     return hw.intra if stride * size <= hw.gpus_per_node else hw.inter
 
 
+def ring_link(hw: Hardware, size: int, stride: int) -> Link:
+    """The tier a ring collective (all-reduce, all-gather, reduce-scatter) of `size` ranks at
+    `stride` runs on. Inside a node it is NVLink. Across nodes, NCCL builds one ring per NIC
+    (channel) and each node's ring crosses to the next node once per channel, so the k ranks a
+    node holds drive k NICs in parallel: the bus bandwidth is k times one GPU's NIC, up to
+    NVLink's (NCCL's ring algorithm; nccl-tests PERFORMANCE.md defines bus bandwidth; multi-node
+    DGX A100 all-reduce reaches ~190 GB/s bus bandwidth on 8x 25 GB/s HDR NICs). A group with one
+    rank per node (stride >= GPUs per node) runs at one NIC's bandwidth, as `group_link` says."""
+    link = group_link(hw, size, stride)
+    per_node = max(1, hw.gpus_per_node // stride)
+    if link is hw.intra or per_node == 1:
+        return link
+    return Link(min(hw.intra.bandwidth_Bps, per_node * hw.inter.bandwidth_Bps), link.latency_s)
+
+
 def strides(tp: int, cp: int, dp: int) -> dict[str, int]:
     """Rank stride of each group under tp-innermost placement (tp, cp, dp, pp)."""
     return {"tp": 1, "cp": tp, "dp": tp * cp, "dpcp": tp, "pp": tp * cp * dp}

@@ -8,9 +8,17 @@ place.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from planner.specs import ClusterSpec
+from planner.stacks import DEFAULT_STACK, StackSpec, load_stack
+
+ATTENTION_HALF_SEQ = 256.0
+"""Key length at which a tiled causal attention kernel runs at half its long-sequence rate:
+rate(s) = rate_max * s / (s + 256). With 128-wide tiles, the diagonal tiles of a causal mask are
+half empty and each tile row pays a prologue/epilogue, about two tiles of 128 keys in all; the
+FlashAttention-2/3 benchmarks (Dao 2023 Fig. 4-6; Shah et al. 2024 Fig. 5-6) show causal kernels
+at 512 tokens near two thirds of their 16k rate."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,7 @@ class Hardware:
     gemm_curve: tuple[tuple[float, float], ...]
     """(GEMM GFLOP, fraction of peak) points, ascending."""
     attention_efficiency: tuple[float, float]
-    """Fraction of peak for fused attention (forward, backward)."""
+    """Fraction of peak for the stack's fused attention kernel at long sequences (fwd, bwd)."""
     hbm_Bps: float
     """Achievable HBM bandwidth for streaming kernels, bytes/s."""
     kernel_overhead_s: float
@@ -56,6 +64,24 @@ class Hardware:
     without one uses `gemm_curve`."""
     source: str = "preset"
     """`preset` or the profile file that supplied measurements."""
+    stack: str = DEFAULT_STACK
+    """The software stack these rates are for (`planner.stacks`)."""
+    fused_cross_entropy: bool = True
+    """The stack fuses the loss (vocab-parallel cross-entropy) instead of eager fp32 ops."""
+
+    def scaled(self, constants: dict[str, float]) -> "Hardware":
+        """These rates scaled by calibration constants (`planner.stacks.CALIBRATION_CONSTANTS`;
+        missing names stay 1). Efficiencies are clamped at 1 (the datasheet peak)."""
+        g = constants.get("gemm_scale", 1.0)
+        a = constants.get("attention_scale", 1.0)
+        fwd, bwd = self.attention_efficiency
+        return replace(
+            self, gemm_curve=tuple((x, min(1.0, y * g)) for x, y in self.gemm_curve),
+            gemm_curves={k: tuple((x, min(1.0, y * g)) for x, y in v) for k, v in self.gemm_curves.items()},
+            attention_efficiency=(min(1.0, fwd * a), min(1.0, bwd * a)),
+            hbm_Bps=self.hbm_Bps * constants.get("hbm_scale", 1.0),
+            inter=Link(self.inter.bandwidth_Bps * constants.get("inter_node_bw_scale", 1.0),
+                       self.inter.latency_s))
 
     def peak(self, precision: str) -> float:
         """Dense peak FLOP/s (fp8 falls back to bf16 where the device has no fp8 entry)."""
@@ -88,9 +114,10 @@ class Hardware:
         compute = flops / (self.peak(precision) * self.gemm_efficiency(flops, precision))
         return count * (max(compute, traffic / self.hbm_Bps) + self.kernel_overhead_s)
 
-    def attention_time_s(self, flops: float, backward: bool) -> float:
-        """Fused attention at its achievable fraction of the 16-bit peak (plus one launch)."""
-        eff = self.attention_efficiency[1 if backward else 0]
+    def attention_time_s(self, flops: float, backward: bool, kv_len: float) -> float:
+        """Fused attention over `kv_len` keys at the kernel's achievable fraction of the 16-bit
+        peak, slower for short sequences (`ATTENTION_HALF_SEQ`), plus one launch."""
+        eff = self.attention_efficiency[1 if backward else 0] * kv_len / (kv_len + ATTENTION_HALF_SEQ)
         return flops / (self.peak("bf16") * eff) + self.kernel_overhead_s
 
     def memory_time_s(self, nbytes: float, kernels: int = 1) -> float:
@@ -98,15 +125,33 @@ class Hardware:
         return nbytes / self.hbm_Bps + kernels * self.kernel_overhead_s
 
 
-def from_cluster(cluster: ClusterSpec) -> Hardware:
-    """Rates from the presets: datasheet numbers times the cited efficiencies."""
+def attention_efficiency(cluster: ClusterSpec, stack: StackSpec) -> tuple[float, float]:
+    """The stack's attention kernel's (fwd, bwd) fraction of peak on the cluster's device."""
+    dev = cluster.device
+    return dev.attention_kernels.get(stack.attention_kernel, dev.attention_efficiency)
+
+
+def die(device_name: str) -> str:
+    """The GPU die of a device preset (`A100-40GB` -> `A100`): what calibrations are keyed by."""
+    return device_name.split("-")[0]
+
+
+def from_cluster(cluster: ClusterSpec, stack: StackSpec | None = None) -> Hardware:
+    """Rates from the presets for `stack` (default megatron-core): datasheet numbers times the
+    cited efficiencies, with the stack's kernels and its calibration for this GPU die."""
+    dev = cluster.device
+    stack = stack or load_stack(DEFAULT_STACK)
+    return _preset(cluster, stack).scaled(stack.calibration.get(die(dev.name), {}))
+
+
+def _preset(cluster: ClusterSpec, stack: StackSpec) -> Hardware:
     dev = cluster.device
     gib = 1024.0 ** 3
     eff = cluster.collective_efficiency
     return Hardware(
         peak_flops={k: v * 1e12 for k, v in dev.peak_tflops.items()},
         gemm_curve=dev.gemm_efficiency,
-        attention_efficiency=dev.attention_efficiency,
+        attention_efficiency=attention_efficiency(cluster, stack),
         hbm_Bps=dev.hbm_bw_GBps * 1e9 * dev.hbm_efficiency,
         kernel_overhead_s=dev.kernel_overhead_us * 1e-6,
         capacity_bytes=(dev.hbm_gib - dev.reserved_gib) * gib,
@@ -117,4 +162,5 @@ def from_cluster(cluster: ClusterSpec) -> Hardware:
         host_adam_params_per_s_per_gpu=cluster.host_adam_params_per_s / cluster.gpus_per_node,
         gpus_per_node=cluster.gpus_per_node,
         host_mem_bytes_per_gpu=cluster.host_mem_gib * gib / cluster.gpus_per_node,
+        stack=stack.name, fused_cross_entropy=stack.fused_cross_entropy,
     )

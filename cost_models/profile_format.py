@@ -199,6 +199,10 @@ def apply_profile(hardware: Any, profile_path: Path, cluster: Any) -> Any:
     the cluster's. See `cost_models.profile_fit.hardware_overrides` for what replaces what.
     """
     from cost_models.profile_fit import device_matches, fit_profile, hardware_overrides
+    data = read_mapping(Path(profile_path), what="profile file",
+                        missing_hint="create one with `fmplan profile --out FILE` or `fmplan calibrate`")
+    if isinstance(data, dict) and data.get("kind") == "fmplan-calibration":
+        return _apply_calibration(hardware, data, str(profile_path), cluster)
     profile = load(Path(profile_path))
     if not device_matches(profile.device, cluster.device.name):
         warnings.warn(FmplanWarning(
@@ -208,3 +212,19 @@ def apply_profile(hardware: Any, profile_path: Path, cluster: Any) -> Any:
     fitted = fit_profile(profile)
     return replace(hardware, source=str(profile_path),
                    **hardware_overrides(hardware, fitted, cluster.gpus_per_node))
+
+
+def _apply_calibration(hardware: Any, data: dict, source: str, cluster: Any) -> Any:
+    """`hardware` scaled by a calibration file (`fmplan calibrate`), warning on a mismatch of
+    device or stack."""
+    from cost_models.calibrate import load_constants
+    constants = load_constants(data, source)
+    if data.get("device") not in (None, cluster.device.name.split("-")[0]):
+        warnings.warn(FmplanWarning(
+            f"calibration {source} was fitted on {data.get('device')!r} runs, but the cluster's "
+            f"device is {cluster.device.name!r}: its constants apply anyway"), stacklevel=3)
+    if data.get("stack") not in (None, hardware.stack):
+        warnings.warn(FmplanWarning(
+            f"calibration {source} was fitted for stack {data.get('stack')!r}, but this plan is "
+            f"for {hardware.stack!r}: its constants apply anyway"), stacklevel=3)
+    return replace(hardware.scaled(constants), source=source)

@@ -209,7 +209,7 @@ def candidate_terms(model: ModelSpec, st: Strategy, hw: Hardware, *,
 
     def link_of(group: int):
         stride = st.tp if group == n_shard else st.ep * st.etp
-        return comm.group_link(hw, group, stride)
+        return comm.ring_link(hw, group, stride)
 
     dense_times = block or block_times(model, st, hw)
     dense_params = block_params(arch) / st.tp

@@ -31,7 +31,7 @@ CLUSTER_KEYS = ["name", "nodes", "gpus_per_node", "gpu", "intra_node_bw_GBps",
                 "collective_efficiency", "host_mem_gib", "host_device_bw_GBps",
                 "host_adam_params_per_s", "sources"]
 DEVICE_KEYS = ["name", "peak_tflops", "hbm_gib", "hbm_bw_GBps", "gemm_efficiency",
-               "attention_efficiency", "hbm_efficiency", "kernel_overhead_us", "reserved_gib",
+               "attention_efficiency", "attention_kernels", "hbm_efficiency", "kernel_overhead_us", "reserved_gib",
                "sources", "links"]
 
 
@@ -131,6 +131,10 @@ def load_device(ref: str | dict, *, source: str = "") -> DeviceSpec:
     attn = f.list("attention_efficiency", [0.55, 0.45])
     if len(attn) != 2:
         raise f.error("attention_efficiency", "expected [forward, backward] fractions of peak")
+    kernels = f.raw("attention_kernels", {})
+    if not isinstance(kernels, dict) or not all(
+            isinstance(v, list) and len(v) == 2 for v in kernels.values()):
+        raise f.error("attention_kernels", "expected a mapping kernel -> [forward, backward] fractions of peak")
     return DeviceSpec(
         name=f.str("name"), peak_tflops=_peak_tflops(f),
         hbm_gib=f.number("hbm_gib"), hbm_bw_GBps=f.number("hbm_bw_GBps"),
@@ -138,6 +142,8 @@ def load_device(ref: str | dict, *, source: str = "") -> DeviceSpec:
         attention_efficiency=tuple(f.check_number(f"attention_efficiency[{i}]", v,
                                                   quantity="efficiency") for i, v in enumerate(attn)),
         hbm_efficiency=f.number("hbm_efficiency", 0.8),
+        attention_kernels={str(k): tuple(f.check_number(f"attention_kernels.{k}[{i}]", x, quantity="efficiency")
+                                         for i, x in enumerate(v)) for k, v in kernels.items()},
         kernel_overhead_us=f.number("kernel_overhead_us", 4.0, strictly_positive=False),
         reserved_gib=f.number("reserved_gib", 1.0, strictly_positive=False),
         sources=f.strings("sources", []))

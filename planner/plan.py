@@ -41,6 +41,8 @@ class Plan:
     """candidates enumerated, pruned by bound, ILPs solved, wall time."""
     target: str = "any"
     """Engine whose limits the search honoured."""
+    stack: str = "megatron-core"
+    """Software stack the prediction is for (`planner.stacks`)."""
 
     def digest(self) -> str:
         """sha256 of the canonical model + cluster + target inputs (first 16 hex digits)."""
@@ -55,6 +57,7 @@ class Plan:
             "schema_version": PLAN_SCHEMA_VERSION,
             "inputs_digest": self.digest(),
             "target": self.target,
+            "stack": self.stack,
             "strategy": strategy_to_mapping(self.strategy),
             "predicted": _plain(self.predicted),
             "solver": _plain(self.solver),
@@ -79,7 +82,7 @@ def load_plan(path: Path) -> Plan:
     source = str(path)
     data = read_mapping(path)
     top = Fields(data, source=source, path="", allowed=[
-        "schema_version", "inputs_digest", "target", "strategy", "predicted", "solver", "search",
+        "schema_version", "inputs_digest", "target", "stack", "strategy", "predicted", "solver", "search",
         "model", "cluster"])
     version = top.int("schema_version")
     if version != PLAN_SCHEMA_VERSION:
@@ -96,6 +99,7 @@ def load_plan(path: Path) -> Plan:
         if not isinstance(records[key], dict):
             raise top.error(key, f"expected a mapping, got {type(records[key]).__name__}")
     return Plan(model=model, cluster=cluster, strategy=strategy, target=top.str("target", "any"),
+                stack=top.str("stack", "megatron-core"),
                 **records)
 
 

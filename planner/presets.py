@@ -6,7 +6,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-KINDS = ("devices", "clusters", "models")
+KINDS = ("devices", "clusters", "models", "stacks")
 DEFAULT_CLUSTER = "dgx-h100-8n"
 """Cluster used by `solve`/`estimate` without --cluster: 8 DGX H100 nodes (64 GPUs)."""
 _SIZED = re.compile(r"^(?P<base>.+)-(?P<nodes>\d+)n$")

@@ -59,7 +59,7 @@ def solve(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: SearchO
                 f"no feasible plan found within the {options.time_limit_s:g} s time limit "
                 "(the search was not finished)", )
         raise InfeasibleError(infeasible_message(model, cluster, hw, options, result))
-    return _outcome(model, cluster, options, result, target)
+    return _outcome(model, cluster, options, result, target, hw.stack)
 
 
 def solve_deadline(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: SearchOptions,
@@ -75,7 +75,7 @@ def solve_deadline(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options
         result = search(model, sized, hw, replace(options, objective="time", allow_idle=False,
                                                   cutoff=step_cap_s))
         if result.best is not None:
-            outcome = _outcome(model, sized, options, result, target)
+            outcome = _outcome(model, sized, options, result, target, hw.stack)
             hours = result.best.cost.step_time_s * steps / 3600.0
             outcome.extra.update({"deadline_h": deadline_h, "nodes": nodes, "gpus": sized.gpus,
                                   "train_hours": hours, "gpu_hours": hours * sized.gpus})
@@ -87,14 +87,15 @@ def solve_deadline(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options
 
 
 def _outcome(model: ModelSpec, cluster: ClusterSpec, options: SearchOptions, result: SearchResult,
-             target: str) -> SolveOutcome:
+             target: str, stack: str) -> SolveOutcome:
     best = result.best
     used = _cluster_for(cluster, best.strategy)
     solver = {"status": result.status, "gap": result.gap, "mip_rel_gap": MIP_REL_GAP,
               "backend": options.solver, "objective": options.objective,
               "objective_value": best.objective, "lower_bound": result.lower_bound}
     plan = Plan(model=model, cluster=used, strategy=best.strategy, predicted=best.cost.to_dict(),
-                solver=solver, search=result.stats.to_dict(with_wall=False), target=target)
+                solver=solver, search=result.stats.to_dict(with_wall=False), target=target,
+                stack=stack)
     extra: dict[str, Any] = {}
     if options.objective == "cost":
         steps = options.tokens / model.training.tokens_per_step

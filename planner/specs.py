@@ -185,7 +185,11 @@ class DeviceSpec:
     gemm_efficiency: tuple[tuple[float, float], ...]
     """(GEMM GFLOP, achievable fraction of peak) points; log-interpolated, clamped at the ends."""
     attention_efficiency: tuple[float, float] = (0.55, 0.45)
-    """Achievable fraction of peak for fused attention (forward, backward)."""
+    """Achievable fraction of peak for the default fused attention kernel at long sequences
+    (forward, backward)."""
+    attention_kernels: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """The same per named kernel (flash2, flash3, cudnn); a stack's kernel missing here uses
+    `attention_efficiency`."""
     hbm_efficiency: float = 0.8
     """Achievable fraction of HBM bandwidth for streaming elementwise kernels."""
     kernel_overhead_us: float = 4.0

@@ -12,7 +12,7 @@ NNODES=${NNODES:-1}
 NPROC_PER_NODE=${NPROC_PER_NODE:-8}
 MASTER_ADDR=${MASTER_ADDR:-localhost}
 MASTER_PORT=${MASTER_PORT:-29500}
-RDZV_ID=${RDZV_ID:-fmplan-f0b215053dbd38b1}
+RDZV_ID=${RDZV_ID:-fmplan-5c92ce155908e83a}
 TRAIN_SCRIPT=${TRAIN_SCRIPT:?set TRAIN_SCRIPT: your training script: it calls deepspeed.initialize(args=...) and accepts --deepspeed --deepspeed_config (deepspeed.add_config_arguments)}
 
 if (( NNODES * NPROC_PER_NODE != 8 )); then

@@ -11,7 +11,7 @@ NNODES=${NNODES:-2}
 NPROC_PER_NODE=${NPROC_PER_NODE:-8}
 MASTER_ADDR=${MASTER_ADDR:-localhost}
 MASTER_PORT=${MASTER_PORT:-29500}
-RDZV_ID=${RDZV_ID:-fmplan-7fec28afd26b3291}
+RDZV_ID=${RDZV_ID:-fmplan-77278236ab0c0b26}
 TRAIN_SCRIPT=${TRAIN_SCRIPT:?set TRAIN_SCRIPT: your training script: it calls deepspeed.initialize(args=...) and accepts --deepspeed --deepspeed_config (deepspeed.add_config_arguments)}
 
 if (( NNODES * NPROC_PER_NODE != 16 )); then
