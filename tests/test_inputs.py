@@ -8,7 +8,7 @@ import pytest
 from planner import presets
 from planner.errors import InputError, InvalidStrategyError
 from planner.loading import load_cluster, load_model
-from planner.strategy import Strategy, balanced_split
+from planner.strategy import Strategy, balanced_split, default_split
 
 
 def write(tmp_path, name, text):
@@ -119,3 +119,14 @@ def test_invalid_strategies_show_every_factor(llama70b, dgx_h100_8n, st, fragmen
     with pytest.raises(InvalidStrategyError) as err:
         st.validate(llama70b, dgx_h100_8n if st.world > 3 else None)
     assert fragment in str(err.value)
+
+
+def test_interleaved_default_split_is_uniform_when_layers_divide():
+    assert default_split(96, 8, 12) == (12,) * 8
+    assert default_split(96, 16, 6) == (6,) * 16
+    assert default_split(70, 12, 1) == balanced_split(70, 12)
+    from cost_models.estimate import estimate
+    from planner.loading import load_cluster, load_model
+    cost = estimate(load_model("gpt3-175b"), load_cluster("dgx-a100-128n"),
+                    Strategy(dp=16, tp=8, pp=8, vpp=12, zero=1, sp=True, recompute="full"))
+    assert [s.layers for s in cost.stages] == [12] * 8
