@@ -51,7 +51,10 @@ def stage_time_parts(terms: CandidateTerms, stage: int, pp: int, sl: StageLayers
     edge_tp = (terms.edge.tp_comm / 2) * ((stage == 0) + (stage == pp - 1))
     parts = {"fwd": edge_fwd, "bwd": edge_bwd, "compute": edge_fwd + edge_bwd - edge_tp,
              "recompute": 0.0, "tp_comm": edge_tp, "cp_comm": 0.0, "ep_comm": 0.0, "zero": 0.0,
-             "ep_unpaired": 0.0}
+             "ep_unpaired": 0.0,
+             # The forward's share of the comm parts (the embedding's collective is in its
+             # forward, the output layer's in its backward: edge_times).
+             "fwd_tp": edge_tp if stage == 0 else 0.0, "fwd_cp": 0.0, "fwd_ep": 0.0, "fwd_zero": 0.0}
     for kind, part in stage_mix(terms, start, sl):
         b, n = kind.times, part.layers
         parts["fwd"] += n * b.fwd
@@ -63,6 +66,10 @@ def stage_time_parts(terms: CandidateTerms, stage: int, pp: int, sl: StageLayers
         parts["ep_comm"] += n * (b.fwd_ep + b.bwd_ep)
         parts["ep_unpaired"] += n * b.ep_unpaired
         parts["zero"] += n * (kind.zero_fwd_s + kind.zero_bwd_s)
+        parts["fwd_tp"] += n * b.fwd_tp
+        parts["fwd_cp"] += n * b.fwd_cp
+        parts["fwd_ep"] += n * b.fwd_ep
+        parts["fwd_zero"] += n * kind.zero_fwd_s
     return parts
 
 
@@ -80,22 +87,31 @@ def stage_memory(terms: CandidateTerms, stage: int, pp: int, sl: StageLayers,
     moe_blocks = sum(part.layers for kind, part in mix if kind is terms.moe)
     params = terms.stage_params(stage, pp, sl.layers - moe_blocks, moe_blocks)
     experts = terms.stage_expert_params(moe_blocks)
+    acts = stage_activation_parts(terms, stage, mix)
+    es = terms.expert_states
+    parts = {
+        "weights": params * terms.states.weights + experts * es.weights + terms.zero3_buffer_bytes,
+        "grads": params * terms.states.grads + experts * es.grads,
+        "optimizer": params * terms.states.optimizer + experts * es.optimizer,
+        "activations": acts["stored"] + acts["transient"] + acts["edge"] + acts["paired"],
+    }
+    parts["other"] = ALLOCATOR_FRACTION * sum(parts.values())
+    return parts
+
+
+def stage_activation_parts(terms: CandidateTerms, stage: int,
+                           mix: list[tuple[BlockKind, StageLayers]]) -> dict[str, float]:
+    """The activation bytes of `stage_memory`, by cause: blocks stored by the in-flight
+    micro-batches, the recompute transient (one block's forward re-run at a time), the
+    embedding/logits buffers, and the extra block a paired ep_comm_overlap forward holds."""
     stored = transient = 0.0
     for kind, part in mix:
         a = kind.acts
         stored += part.stored * a.none + part.selective * a.selective + part.full * a.full
         transient = max(transient, (a.none - a.full) if part.full else 0.0,
                         (a.none - a.selective) if part.selective else 0.0)
-    es = terms.expert_states
-    parts = {
-        "weights": params * terms.states.weights + experts * es.weights + terms.zero3_buffer_bytes,
-        "grads": params * terms.states.grads + experts * es.grads,
-        "optimizer": params * terms.states.optimizer + experts * es.optimizer,
-        "activations": (terms.in_flight[stage] * stored + transient + terms.extra_acts[stage]
-                        + terms.paired_block_bytes),
-    }
-    parts["other"] = ALLOCATOR_FRACTION * sum(parts.values())
-    return parts
+    return {"stored": terms.in_flight[stage] * stored, "transient": transient,
+            "edge": terms.extra_acts[stage], "paired": terms.paired_block_bytes}
 
 
 def stage_starts(stages: list[StageLayers]) -> list[int]:
