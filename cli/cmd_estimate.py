@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cli.cmd_report import PngOpt, ReportOpt, write_report
 from cli.options import (ClusterOpt, JsonOpt, ModelArg, NodesOpt, ProfileOpt, StackOpt, load_inputs,
                          strategy_from_options)
 
@@ -38,6 +39,8 @@ def estimate_command(
     overlap_grad_reduce: Annotated[Optional[bool], typer.Option("--overlap-grad-reduce/--no-overlap-grad-reduce", help="Overlap DP reduction with backward (default: the stack's).")] = None,
     tp_comm_overlap: Annotated[bool, typer.Option("--tp-comm-overlap/--no-tp-comm-overlap", help="Overlap TP collectives with GEMMs.")] = False,
     ep_comm_overlap: Annotated[bool, typer.Option("--ep-comm-overlap/--no-ep-comm-overlap", help="Overlap the MoE all-to-all with another micro-batch's compute.")] = False,
+    report: ReportOpt = None,
+    png: PngOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Predict step time, per-GPU memory and MFU of one strategy."""
@@ -59,6 +62,11 @@ def estimate_command(
         from cost_models.profile_format import apply_profile
         hardware = apply_profile(hardware, profile, cluster_spec)
     result = estimate(model_spec, cluster_spec, strategy, hardware)
+    if report is not None or png is not None:
+        from planner.report.sources import report_from_estimate
+        for path in write_report(report_from_estimate(model_spec, cluster_spec, strategy, hardware),
+                                 report, png):
+            typer.echo(f"wrote {path}", err=True)
     if as_json:
         payload = {"model": model_spec.name, "cluster": cluster_spec.name,
                    "stack": stack_spec.name, "strategy": strategy.describe(), **result.to_dict()}

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cli.cmd_report import PngOpt, ReportOpt, write_report
 from cli.options import (ClusterOpt, JsonOpt, ModelArg, NodesOpt, ProfileOpt, StackOpt,
                          check_options,
                          load_inputs)
@@ -37,6 +38,8 @@ def solve_command(
     tokens: Annotated[Optional[float], typer.Option("--tokens", help="Training tokens (for cost and --deadline).")] = None,
     deadline: Annotated[Optional[float], typer.Option("--deadline", help="Hours: fewest nodes that train --tokens in time.")] = None,
     allow_idle: Annotated[bool, typer.Option("--allow-idle", help="Allow plans on fewer whole nodes than the cluster has.")] = False,
+    report: ReportOpt = None,
+    png: PngOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find the fastest parallel plan that fits, certified optimal under the cost model.
@@ -68,6 +71,10 @@ def solve_command(
     else:
         outcome = solve(model_spec, cluster_spec, hardware, options, target)
     written = _write(outcome.plan, target, out, force) if out is not None else []
+    if report is not None or png is not None:
+        from planner.report.sources import report_from_outcome
+        for path in write_report(report_from_outcome(outcome, hardware), report, png):
+            typer.echo(f"wrote {path}", err=True)
     if as_json:
         payload = outcome_payload(outcome)
         payload["files"] = [str(p) for p in written]

@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from cli import (cmd_calibrate, cmd_emit, cmd_estimate, cmd_presets, cmd_profile, cmd_solve,
-                 cmd_validate)
+from cli import (cmd_calibrate, cmd_emit, cmd_estimate, cmd_presets, cmd_profile, cmd_report,
+                 cmd_solve, cmd_validate)
 from planner.errors import FmplanError, FmplanWarning
 
 app = typer.Typer(
@@ -42,7 +42,8 @@ def _root(
     """fmplan: parallelism planner for LLM training."""
 
 
-for module in (cmd_estimate, cmd_presets, cmd_solve, cmd_emit, cmd_profile, cmd_validate, cmd_calibrate):
+for module in (cmd_estimate, cmd_presets, cmd_solve, cmd_emit, cmd_profile, cmd_validate, cmd_calibrate,
+               cmd_report):
     module.register(app)
 
 

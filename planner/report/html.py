@@ -16,16 +16,19 @@ h1 { font-size: 1.4em; margin-bottom: 0.2em; } h2 { font-size: 1.1em; margin-top
 .sub { color: #555; margin-top: 0; } svg { max-width: 100%; height: auto; display: block; }
 table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
 th, td { border-bottom: 1px solid #ddd; padding: 3px 10px; text-align: right; }
-th:first-child, td:first-child { text-align: left; } .note { color: #555; font-size: 0.9em; }
+th:first-child, td:first-child, .l { text-align: left; } .note { color: #555; font-size: 0.9em; }
 .kpi span { display: inline-block; margin: 0 1.6em 0.4em 0; } .kpi b { font-size: 1.15em; }
 section { page-break-inside: avoid; break-inside: avoid; }
 @media print { body { max-width: none; margin: 0; } h2 { page-break-after: avoid; } }
 """
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+def _table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = ()) -> str:
+    """An HTML table; columns in `left` (text) are left-aligned, the others (numbers) right."""
+    def cell(tag: str, i: int, c: str) -> str:
+        return f'<{tag} class="l">{escape(c)}</{tag}>' if i in left else f"<{tag}>{escape(c)}</{tag}>"
+    head = "".join(cell("th", i, h) for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -51,7 +54,8 @@ def _points_table(r: Report) -> str:
     rows = [["chosen" if i == 0 else f"#{i}", p.strategy, f"{p.step_time_s:.4g}",
              f"{100 * (p.step_time_s / best - 1):+.2f}", f"{gib(p.peak_bytes):.1f}", p.note]
             for i, p in enumerate(r.points)]
-    return _table(["plan", "strategy", "step (s)", "vs chosen %", "peak GiB", "what separates it"], rows)
+    return _table(["plan", "strategy", "step (s)", "vs chosen %", "peak GiB", "what separates it"], rows,
+                  left=(1, 5))
 
 
 def _validation(r: Report) -> str:
@@ -79,7 +83,9 @@ def render_html(r: Report) -> str:
     sections = [
         ("Pipeline timeline", "".join(timeline_svg(r, *w) for w in zoom_windows(r)),
          "Each row is one pipeline stage; numbers are micro-batches, lighter shades the odd "
-         "virtual chunks; grey is idle. Block lengths are the cost model's per-stage times."),
+         "virtual chunks; grey is idle. Block lengths are the cost model's per-stage times. The "
+         "cost model prices the send/recv on the critical path as one step-level term, drawn "
+         "after the drain with the exposed gradient reduction and the optimizer step."),
         ("Memory per stage", memory_svg(r),
          "Each bar sums to the stage's predicted peak per GPU."),
         ("Step-time breakdown", breakdown_svg(r) + _breakdown_table(r), ""),
