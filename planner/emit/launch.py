@@ -5,9 +5,10 @@ standalone rendezvous on one node, a c10d rendezvous (`--rdzv-backend c10d`) acr
 same file serves a laptop-sized smoke test and every node of a multi-node job. `slurm_script` wraps it
 in an sbatch file: one task per node, the first node of the allocation as rendezvous host.
 
-Every value fmplan writes into a script goes through `shlex.quote`; values the user supplies at launch
-time arrive as environment variables and are expanded inside double quotes. `FMPLAN_DRY_RUN=1` prints
-the command, one argument per line, instead of running it (the tests read it that way).
+Every value fmplan writes into a script goes through `quote` (shlex.quote); values the user
+supplies at launch time arrive as environment variables and are expanded inside double quotes;
+names (model, device) appear only in comments, on one line. `FMPLAN_DRY_RUN=1` prints the command,
+one argument per line, instead of running it (the tests read it that way).
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def torchrun_script(plan: Plan, *, engine: str, variables: list[LaunchVar],
         "# (or submit slurm.sbatch). FMPLAN_DRY_RUN=1 prints the command instead of running it.",
         *[f"# {_comment(note)}" for note in notes],
         "set -euo pipefail",
-        'HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)',
+        # CDPATH unset: with it, `cd` prints the directory it enters into HERE.
+        'HERE=$(CDPATH= cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)',
         "",
         f"NNODES=${{NNODES:-{cluster.nodes}}}",
         f"NPROC_PER_NODE=${{NPROC_PER_NODE:-{cluster.gpus_per_node}}}",
@@ -61,8 +63,8 @@ def torchrun_script(plan: Plan, *, engine: str, variables: list[LaunchVar],
         if default is None:
             lines.append(f"{var.name}=${{{var.name}:?set {var.name}: {_comment(var.help)}}}")
         else:
-            lines.append(f"{var.name}=${{{var.name}:-{shlex.quote(default)}}}")
-    lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(exports.items())]
+            lines.append(f"{var.name}=${{{var.name}:-{quote(default)}}}")
+    lines += [f"export {name}={quote(value)}" for name, value in sorted(exports.items())]
     lines += [
         "",
         f"if (( NNODES * NPROC_PER_NODE != {st.world} )); then",
@@ -109,8 +111,14 @@ def slurm_script(plan: Plan, *, script: str) -> str:
         'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         f"export NNODES=$SLURM_JOB_NUM_NODES NPROC_PER_NODE={cluster.gpus_per_node}",
         'export MASTER_ADDR MASTER_PORT=${MASTER_PORT:-29500} RDZV_ID="fmplan-$SLURM_JOB_ID"',
-        f"srun --kill-on-bad-exit=1 bash {shlex.quote(script)} \"$@\"",
+        f"srun --kill-on-bad-exit=1 bash {quote(script)} \"$@\"",
     ]) + "\n"
+
+
+def quote(value: object) -> str:
+    """`value` as one bash word that expands to exactly its text (the one place fmplan quotes
+    what it writes into a script; tests/test_injection.py runs the scripts with hostile names)."""
+    return shlex.quote(str(value))
 
 
 def _comment(text: str) -> str:

@@ -26,9 +26,7 @@ Any layer split is expressible: even splits use the plain flags, first/last-only
 """
 from __future__ import annotations
 
-import shlex
-
-from planner.emit.launch import LaunchVar, slurm_script, torchrun_script
+from planner.emit.launch import LaunchVar, quote, slurm_script, torchrun_script
 from planner.plan import Plan
 from planner.targets import EngineLimits, chunk_sizes, uniform_chunk_count
 
@@ -87,11 +85,12 @@ def arguments(plan: Plan) -> list[str]:
 
 def _model(plan: Plan) -> list[tuple[str, ...]]:
     arch, train = plan.model.arch, plan.model.training
-    flags = [("--num-layers", _q(arch.layers)), ("--hidden-size", _q(arch.hidden)),
-             ("--num-attention-heads", _q(arch.heads)), ("--ffn-hidden-size", _q(arch.ffn_hidden)),
-             ("--seq-length", _q(train.seq_len)), ("--max-position-embeddings", _q(train.seq_len))]
+    flags = [("--num-layers", quote(arch.layers)), ("--hidden-size", quote(arch.hidden)),
+             ("--num-attention-heads", quote(arch.heads)),
+             ("--ffn-hidden-size", quote(arch.ffn_hidden)), ("--seq-length", quote(train.seq_len)),
+             ("--max-position-embeddings", quote(train.seq_len))]
     if arch.kv_heads != arch.heads and arch.mla is None:
-        flags += [("--group-query-attention",), ("--num-query-groups", _q(arch.kv_heads))]
+        flags += [("--group-query-attention",), ("--num-query-groups", quote(arch.kv_heads))]
     if arch.mlp == "swiglu":
         flags.append(("--swiglu",))
     if arch.norm == "rmsnorm":
@@ -119,11 +118,11 @@ def _attention(plan: Plan) -> list[tuple[str, ...]]:
         return []
     flags = [("--multi-latent-attention",), ("--qk-layernorm",)]
     if mla.q_lora_rank:
-        flags.append(("--q-lora-rank", _q(mla.q_lora_rank)))
-    return flags + [("--kv-lora-rank", _q(mla.kv_lora_rank)),
-                    ("--qk-head-dim", _q(mla.qk_nope_head_dim)),
-                    ("--qk-pos-emb-head-dim", _q(mla.qk_rope_head_dim)),
-                    ("--v-head-dim", _q(mla.v_head_dim))]
+        flags.append(("--q-lora-rank", quote(mla.q_lora_rank)))
+    return flags + [("--kv-lora-rank", quote(mla.kv_lora_rank)),
+                    ("--qk-head-dim", quote(mla.qk_nope_head_dim)),
+                    ("--qk-pos-emb-head-dim", quote(mla.qk_rope_head_dim)),
+                    ("--v-head-dim", quote(mla.v_head_dim))]
 
 
 def _experts(plan: Plan) -> list[tuple[str, ...]]:
@@ -138,23 +137,23 @@ def _experts(plan: Plan) -> list[tuple[str, ...]]:
     moe = arch.moe
     if moe is None:
         return []
-    flags = [("--num-experts", _q(moe.routed_experts)), ("--moe-router-topk", _q(moe.top_k)),
-             ("--moe-ffn-hidden-size", _q(moe.expert_ffn_hidden))]
+    flags = [("--num-experts", quote(moe.routed_experts)), ("--moe-router-topk", quote(moe.top_k)),
+             ("--moe-ffn-hidden-size", quote(moe.expert_ffn_hidden))]
     if moe.shared_ffn_hidden:
-        flags.append(("--moe-shared-expert-intermediate-size", _q(moe.shared_ffn_hidden)))
+        flags.append(("--moe-shared-expert-intermediate-size", quote(moe.shared_ffn_hidden)))
     if moe.has_dense_blocks:
         dense, step = moe.first_dense_layers, moe.layer_interval
         groups = (arch.layers - dense) // step
         group = "[1]" if step == 1 else f"([0]*{step - 1}+[1])"
-        flags.append(("--moe-layer-freq", _q(f"([0]*{dense}+{group}*{groups})")))
+        flags.append(("--moe-layer-freq", quote(f"([0]*{dense}+{group}*{groups})")))
     flags += [("--moe-grouped-gemm",), ("--moe-token-dispatcher-type", "alltoall"),
               ("--moe-router-dtype", moe.router_dtype),
               ("--moe-router-score-function", moe.score_function)]
     if moe.routed_scaling_factor != 1.0:
-        flags.append(("--moe-router-topk-scaling-factor", _q(moe.routed_scaling_factor)))
+        flags.append(("--moe-router-topk-scaling-factor", quote(moe.routed_scaling_factor)))
     if moe.router_groups > 1:
-        flags += [("--moe-router-num-groups", _q(moe.router_groups)),
-                  ("--moe-router-group-topk", _q(moe.router_group_top_k))]
+        flags += [("--moe-router-num-groups", quote(moe.router_groups)),
+                  ("--moe-router-group-topk", quote(moe.router_group_top_k))]
     if moe.expert_bias:
         flags += [("--moe-router-enable-expert-bias",),
                   ("--moe-router-load-balancing-type", "seq_aux_loss"), ("--moe-aux-loss-coeff", "1e-4")]
@@ -163,14 +162,15 @@ def _experts(plan: Plan) -> list[tuple[str, ...]]:
     if moe.top_k == 1 and moe.score_function == "softmax":  # softmax over one chosen expert is 1
         flags.append(("--moe-router-pre-softmax",))
     if moe.capacity_factor is not None:
-        flags += [("--moe-expert-capacity-factor", _q(moe.capacity_factor)),
+        flags += [("--moe-expert-capacity-factor", quote(moe.capacity_factor)),
                   ("--moe-pad-expert-input-to-capacity",)]
     return flags
 
 
 def _batch_and_precision(plan: Plan) -> list[tuple[str, ...]]:
     st, train = plan.strategy, plan.model.training
-    flags = [("--micro-batch-size", _q(st.mbs)), ("--global-batch-size", _q(train.global_batch))]
+    flags = [("--micro-batch-size", quote(st.mbs)),
+             ("--global-batch-size", quote(train.global_batch))]
     if train.precision == "fp16":
         flags.append(("--fp16",))
     else:
@@ -183,13 +183,13 @@ def _batch_and_precision(plan: Plan) -> list[tuple[str, ...]]:
 
 def _parallel(plan: Plan) -> list[tuple[str, ...]]:
     st = plan.strategy
-    flags = [("--tensor-model-parallel-size", _q(st.tp)),
-             ("--pipeline-model-parallel-size", _q(st.pp))]
+    flags = [("--tensor-model-parallel-size", quote(st.tp)),
+             ("--pipeline-model-parallel-size", quote(st.pp))]
     if st.cp > 1:
-        flags.append(("--context-parallel-size", _q(st.cp)))
+        flags.append(("--context-parallel-size", quote(st.cp)))
     if plan.model.arch.moe is not None:  # unset, Megatron's expert tensor parallel degree is tp
-        flags += [("--expert-model-parallel-size", _q(st.ep)),
-                  ("--expert-tensor-parallel-size", _q(st.etp))]
+        flags += [("--expert-model-parallel-size", quote(st.ep)),
+                  ("--expert-tensor-parallel-size", quote(st.etp))]
     if st.sp:
         flags.append(("--sequence-parallel",))
     if st.tp_comm_overlap and st.tp > 1:
@@ -214,11 +214,11 @@ def _split(plan: Plan) -> list[tuple[str, ...]]:
     if st.vpp == 1 and even:
         return []
     if st.vpp > 1 and even and split[0] % st.vpp == 0:
-        return [("--num-layers-per-virtual-pipeline-stage", _q(split[0] // st.vpp))]
+        return [("--num-layers-per-virtual-pipeline-stage", quote(split[0] // st.vpp))]
     if st.vpp == 1 and len(set(split[1:-1])) <= 1 and st.pp > 2:
-        return [("--decoder-first-pipeline-num-layers", _q(split[0])),
-                ("--decoder-last-pipeline-num-layers", _q(split[-1]))]
-    return [("--pipeline-model-parallel-layout", _q(layout(split, st.vpp)))]
+        return [("--decoder-first-pipeline-num-layers", quote(split[0])),
+                ("--decoder-last-pipeline-num-layers", quote(split[-1]))]
+    return [("--pipeline-model-parallel-layout", quote(layout(split, st.vpp)))]
 
 
 def layout(split: list[int], vpp: int) -> str:
@@ -257,7 +257,7 @@ def _memory(plan: Plan) -> list[tuple[str, ...]]:
             flags += [("--recompute-method", "uniform"), ("--recompute-num-layers", "1")]
         else:
             per_chunk = uniform_chunk_count(full, layers, st.vpp)
-            flags += [("--recompute-method", "block"), ("--recompute-num-layers", _q(per_chunk))]
+            flags += [("--recompute-method", "block"), ("--recompute-num-layers", quote(per_chunk))]
     return flags
 
 
@@ -267,7 +267,3 @@ def _data() -> list[tuple[str, ...]]:
             ("--train-iters", '"$TRAIN_ITERS"'), ("--lr", '"$LR"'),
             ("--save", '"$CHECKPOINT_DIR"'), ("--load", '"$CHECKPOINT_DIR"'),
             ("--save-interval", '"$SAVE_INTERVAL"')]
-
-
-def _q(value: object) -> str:
-    return shlex.quote(str(value))

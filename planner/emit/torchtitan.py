@@ -32,9 +32,7 @@ What torchtitan cannot express (LIMITS):
 """
 from __future__ import annotations
 
-import shlex
-
-from planner.emit.launch import LaunchVar, slurm_script, torchrun_script
+from planner.emit.launch import LaunchVar, quote, slurm_script, torchrun_script
 from planner.plan import Plan
 from planner.specs import MLASpec, MoESpec
 from planner.targets import EngineLimits, KnownModel, chunk_sizes
@@ -108,9 +106,9 @@ def _training(plan: Plan) -> list[tuple[str, ...]]:
     # With pipeline parallelism one local batch is split into pipeline micro-batches of mbs;
     # without it, torchtitan accumulates gradients over global / (local * dp) steps.
     local = st.mbs * st.micro_batches(plan.model) if st.pp > 1 else st.mbs
-    flags = [("--training.local_batch_size", _q(local)),
-             ("--training.global_batch_size", _q(train.global_batch)),
-             ("--training.seq_len", _q(train.seq_len)), ("--training.steps", '"$STEPS"'),
+    flags = [("--training.local_batch_size", quote(local)),
+             ("--training.global_batch_size", quote(train.global_batch)),
+             ("--training.seq_len", quote(train.seq_len)), ("--training.steps", '"$STEPS"'),
              ("--training.mixed_precision_param", "bfloat16")]
     if st.offload_optimizer:
         flags.append(("--training.enable_cpu_offload",))
@@ -123,16 +121,16 @@ def _parallelism(plan: Plan) -> list[tuple[str, ...]]:
     st = plan.strategy
     replicate, shard = (st.dp, 1) if st.zero == 0 else (1, st.dp)
     reshard = {0: "default", 2: "never", 3: "always"}[st.zero]
-    flags = [("--parallelism.data_parallel_replicate_degree", _q(replicate)),
-             ("--parallelism.data_parallel_shard_degree", _q(shard)),
+    flags = [("--parallelism.data_parallel_replicate_degree", quote(replicate)),
+             ("--parallelism.data_parallel_shard_degree", quote(shard)),
              ("--parallelism.fsdp_reshard_after_forward", reshard),
-             ("--parallelism.tensor_parallel_degree", _q(st.tp))]
+             ("--parallelism.tensor_parallel_degree", quote(st.tp))]
     if st.tp > 1 and not st.sp:
         flags.append(("--parallelism.no-enable_sequence_parallel",))
-    flags += [("--parallelism.context_parallel_degree", _q(st.cp)),
-              ("--parallelism.pipeline_parallel_degree", _q(st.pp))]
+    flags += [("--parallelism.context_parallel_degree", quote(st.cp)),
+              ("--parallelism.pipeline_parallel_degree", quote(st.pp))]
     if plan.model.arch.moe is not None:  # always: config functions set their own (671b: 2)
-        flags.append(("--parallelism.expert_parallel_degree", _q(st.ep)))
+        flags.append(("--parallelism.expert_parallel_degree", quote(st.ep)))
     return flags
 
 
@@ -143,9 +141,9 @@ def _split(plan: Plan) -> list[tuple[str, ...]]:
         return []
     schedule = "Interleaved1F1B" if st.vpp > 1 else "1F1B"
     return [("--parallelism.pipeline_parallel_schedule", schedule),
-            ("--parallelism.pipeline_parallel_microbatch_size", _q(st.mbs)),
+            ("--parallelism.pipeline_parallel_microbatch_size", quote(st.mbs)),
             ("--parallelism.module_fqns_per_model_part",
-             *[_q(",".join(part)) for part in model_parts(plan)])]
+             *[quote(",".join(part)) for part in model_parts(plan)])]
 
 
 def model_parts(plan: Plan) -> list[list[str]]:
@@ -171,7 +169,3 @@ def _activation_checkpoint(plan: Plan) -> list[tuple[str, ...]]:
     mode = ("full" if any(s.full for s in stages) else
             "selective" if any(s.selective for s in stages) else "none")
     return [(f"activation-checkpoint:{mode}",)]
-
-
-def _q(value: object) -> str:
-    return shlex.quote(str(value))

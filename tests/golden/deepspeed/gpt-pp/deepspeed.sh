@@ -6,7 +6,7 @@
 # Learning rate and optimizer hyper-parameters in ds_config.json are defaults to edit.
 # Build the model as deepspeed.pipe.PipelineModule(num_stages=2, partition_method='uniform') over the transformer blocks.
 set -euo pipefail
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HERE=$(CDPATH= cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 
 NNODES=${NNODES:-1}
 NPROC_PER_NODE=${NPROC_PER_NODE:-8}

@@ -5,7 +5,7 @@
 # (or submit slurm.sbatch). FMPLAN_DRY_RUN=1 prints the command instead of running it.
 # Learning rate and optimizer hyper-parameters in ds_config.json are defaults to edit.
 set -euo pipefail
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HERE=$(CDPATH= cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 
 NNODES=${NNODES:-2}
 NPROC_PER_NODE=${NPROC_PER_NODE:-8}

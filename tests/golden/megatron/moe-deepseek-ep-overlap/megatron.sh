@@ -6,7 +6,7 @@
 # Vocabulary comes from TOKENIZER_MODEL; the plan assumes 129280 tokens (Megatron pads it to a multiple of 128 * tp).
 # The all-to-all overlap needs torch >= 2.6 and, with --delay-wgrad-compute and --overlap-grad-reduce, Transformer Engine >= 2.8 (Megatron's checks).
 set -euo pipefail
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HERE=$(CDPATH= cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 
 NNODES=${NNODES:-32}
 NPROC_PER_NODE=${NPROC_PER_NODE:-8}

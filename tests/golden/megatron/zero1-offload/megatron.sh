@@ -5,7 +5,7 @@
 # (or submit slurm.sbatch). FMPLAN_DRY_RUN=1 prints the command instead of running it.
 # Vocabulary comes from TOKENIZER_MODEL; the plan assumes 128256 tokens (Megatron pads it to a multiple of 128 * tp).
 set -euo pipefail
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HERE=$(CDPATH= cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 
 NNODES=${NNODES:-2}
 NPROC_PER_NODE=${NPROC_PER_NODE:-8}

@@ -5,7 +5,7 @@
 # (or submit slurm.sbatch). FMPLAN_DRY_RUN=1 prints the command instead of running it.
 # Run from a torchtitan 0.3 environment (python -m torchtitan.train).
 set -euo pipefail
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HERE=$(CDPATH= cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 
 NNODES=${NNODES:-32}
 NPROC_PER_NODE=${NPROC_PER_NODE:-8}
