@@ -82,11 +82,15 @@ def _emit(plan: Plan, engine: str, out: Path, tmp_path: Path) -> None:
     assert exc.value.code == 0
 
 
+def _clean_env() -> dict[str, str]:
+    """This process's environment without the launch variables other tests may have set."""
+    return {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
+
+
 def _run(script: str, cwd: Path, stubs: Path, log: Path, env: dict[str, str]) -> list[dict]:
-    base = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
     log.unlink(missing_ok=True)
     result = subprocess.run(["bash", script, f"--extra {NASTY}"], cwd=cwd, capture_output=True,
-                            text=True, env={**base, **env, "STUB_LOG": str(log),
+                            text=True, env={**_clean_env(), **env, "STUB_LOG": str(log),
                                             "PATH": f"{stubs}{os.pathsep}{os.environ['PATH']}"})
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in log.read_text().splitlines()]
@@ -138,7 +142,7 @@ def test_launch_script_runs_nothing_injected(engine, case, variables, sandbox, t
     expected = [*launch, *_expected_args(engine, plan, out, env_seen), f"--extra {NASTY}"]
     assert calls == [{"name": "torchrun", "argv": expected}]
     dry = subprocess.run(["bash", script, f"--extra {NASTY}"], cwd=work, capture_output=True,
-                         text=True, env={**os.environ, **env, "NNODES": str(nodes),
+                         text=True, env={**_clean_env(), **env, "NNODES": str(nodes),
                                          "FMPLAN_DRY_RUN": "1"})
     assert dry.stdout == "".join(f"{arg}\n" for arg in ["torchrun", *expected])
     _no_pwned(tmp_path)
