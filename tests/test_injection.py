@@ -32,7 +32,10 @@ name = os.path.basename(sys.argv[0])
 with open(os.environ["STUB_LOG"], "a") as log:
     log.write(json.dumps({{"name": name, "argv": sys.argv[1:]}}) + "\\n")
 if name == "scontrol":
-    print(os.environ["STUB_HOSTS"])
+    with open(os.environ["STUB_HOSTS"]) as hosts:
+        for line in hosts:  # one write per host, as a long `scontrol` output arrives
+            sys.stdout.write(line)
+            sys.stdout.flush()
 if name == "srun":  # run the command after srun's own options, as srun does on each node
     command = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
     start = sys.argv.index(command[0])
@@ -156,7 +159,9 @@ def test_slurm_script_runs_nothing_injected(engine, case, variables, sandbox, tm
     host, job = "node$(touch PWNED)`touch PWNED`", f"42 {NASTY}"
     env = {name: f"{name.lower()} {NASTY}" for name in variables}
     slurm = {"SLURM_JOB_NODELIST": NASTY, "SLURM_JOB_NUM_NODES": str(plan.cluster.nodes),
-             "SLURM_JOB_ID": job, "STUB_HOSTS": f"{host}\nnode-1"}
+             "SLURM_JOB_ID": job, "STUB_HOSTS": str(tmp_path / "hosts")}
+    # 50,000 hosts overflow a pipe buffer: a `| head -n 1` would kill scontrol (SIGPIPE)
+    (tmp_path / "hosts").write_text(host + "".join(f"\nnode-{i}" for i in range(1, 50_000)) + "\n")
     calls = _run("slurm.sbatch", out, stubs, log, {**env, **slurm})
     _no_pwned(tmp_path)
     from planner.emit import ENGINES

@@ -108,7 +108,10 @@ def slurm_script(plan: Plan, *, script: str) -> str:
         "# of the allocation hosts the torchrun rendezvous. Submit from this directory: sbatch slurm.sbatch",
         "set -euo pipefail",
         "",
-        'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        # The whole list, then its first line: `| head -n 1` under pipefail fails the job when
+        # scontrol is still writing as head exits (SIGPIPE).
+        'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST")',
+        "MASTER_ADDR=${HOSTS%%$'\\n'*}",
         f"export NNODES=$SLURM_JOB_NUM_NODES NPROC_PER_NODE={cluster.gpus_per_node}",
         'export MASTER_ADDR MASTER_PORT=${MASTER_PORT:-29500} RDZV_ID="fmplan-$SLURM_JOB_ID"',
         f"srun --kill-on-bad-exit=1 bash {quote(script)} \"$@\"",
