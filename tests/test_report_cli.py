@@ -143,6 +143,18 @@ def test_png_figures(plan_dir, tmp_path):
     proc = fmplan("report", str(plan_dir), "--png", str(tmp_path / "png"))
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "report.html").exists() and not (ROOT / "report.html").exists()
+    assert fmplan("report", str(plan_dir), "--png", str(tmp_path / "again")).returncode == 0
     for name in FIGURES:
         data = (tmp_path / "png" / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
+        assert (tmp_path / "again" / f"{name}.png").read_bytes() == data   # deterministic
+
+
+def test_readme_shows_each_figure_and_the_command_that_wrote_it():
+    from planner.report.png import FIGURES
+    readme = (ROOT / "README.md").read_text()
+    assert "fmplan solve llama3-70b --cluster dgx-h100-8n --report report.html --png docs/report" in readme
+    for name in FIGURES:
+        assert f"(docs/report/{name}.png)" in readme
+        data = (ROOT / "docs" / "report" / f"{name}.png").read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) < 200_000   # small files

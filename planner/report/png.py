@@ -96,15 +96,16 @@ def _memory(plt, r: Report):
 
 def _breakdown(plt, r: Report):
     parts = {k: v for k, v in r.time_parts_s.items() if v > 0}
-    fig, ax = plt.subplots(figsize=(10, 1.9))
+    fig, ax = plt.subplots(figsize=(10, 2.2))
     left = 0.0
     for key, seconds in parts.items():
         ax.barh([0], [seconds], left=left, color=color(key), label=f"{TIME_LABELS[key]} {seconds:.3g} s")
         left += seconds
     ax.set_yticks([])
     ax.set_xlim(0, left)
-    ax.set_xlabel(f"step time {r.cost.step_time_s:.4g} s")
-    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.45), frameon=False)
+    ax.set_title(f"step time {r.cost.step_time_s:.4g} s, by part (axis in seconds)", fontsize=10,
+                 loc="left")
+    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -119,7 +120,8 @@ def _space(plt, r: Report):
         ax.annotate("chosen" if chosen else f"#{rank}", (gib(p.peak_bytes), p.step_time_s),
                     textcoords="offset points", xytext=(6, 3), fontsize=9)
     ax.axvline(cap, color="#c00", linestyle="--", linewidth=1.2)
-    ax.text(cap, ax.get_ylim()[1], f" capacity {cap:.1f} GiB", color="#c00", va="top", fontsize=9)
+    ax.text(cap, ax.get_ylim()[0], f"capacity {cap:.1f} GiB ", color="#c00", ha="right", va="bottom",
+            fontsize=9)
     ax.set_xlim(0, max(cap, *(gib(p.peak_bytes) for p in r.points)) * 1.12)
     ax.set_xlabel("peak memory per GPU (GiB)")
     ax.set_ylabel("step time (s)")
