@@ -12,6 +12,7 @@ from cli.cmd_report import PngOpt, ReportOpt, write_report
 from cli.options import (ClusterOpt, JsonOpt, ModelArg, NodesOpt, ProfileOpt, StackOpt,
                          check_options,
                          load_inputs)
+from cli.progress import progress_for
 from planner.errors import InputError
 from planner.plan import PLAN_FILE
 from planner.presets import DEFAULT_CLUSTER
@@ -40,6 +41,7 @@ def solve_command(
     allow_idle: Annotated[bool, typer.Option("--allow-idle", help="Allow plans on fewer whole nodes than the cluster has.")] = False,
     report: ReportOpt = None,
     png: PngOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress line on stderr.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Find the fastest parallel plan that fits, certified optimal under the cost model.
@@ -64,12 +66,18 @@ def solve_command(
     if profile is not None:
         from cost_models.profile_format import apply_profile
         hardware = apply_profile(hardware, profile, cluster_spec)
+    line = progress_for(as_json, quiet, "GPU-h" if objective == "cost" else "s")
     options = SearchOptions(limits=TARGETS[target], objective=objective, tokens=tokens or 0.0,
-                            top_k=top, time_limit_s=time_limit, solver=solver, allow_idle=allow_idle)
-    if deadline is not None:
-        outcome = solve_deadline(model_spec, cluster_spec, hardware, options, deadline, target)
-    else:
-        outcome = solve(model_spec, cluster_spec, hardware, options, target)
+                            top_k=top, time_limit_s=time_limit, solver=solver, allow_idle=allow_idle,
+                            progress=line)
+    try:
+        if deadline is not None:
+            outcome = solve_deadline(model_spec, cluster_spec, hardware, options, deadline, target)
+        else:
+            outcome = solve(model_spec, cluster_spec, hardware, options, target)
+    finally:
+        if line is not None:
+            line.close()
     written = _write(outcome.plan, target, out, force) if out is not None else []
     if report is not None or png is not None:
         from planner.report.sources import report_from_outcome

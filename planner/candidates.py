@@ -9,6 +9,7 @@ popped. The shared pieces are cached in planner/cache.py.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -47,6 +48,8 @@ class SearchOptions:
     """Allow plans that leave GPUs idle (fewer than the cluster's GPUs)."""
     cutoff: float = float("inf")
     """Only plans with objective < cutoff are of interest (used by --deadline)."""
+    progress: Callable[[Any], None] | None = None
+    """Called with a `search.SearchProgress` at every step of the search (the CLI's live line)."""
 
 
 @dataclass

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +34,8 @@ from planner.specs import ClusterSpec, ModelSpec
 from planner.strategy import Strategy
 from planner.strong_bound import strong_step_lower_bound_s
 
-__all__ = ["Ranked", "SearchOptions", "SearchResult", "SearchStats", "members", "search",
-           "with_vpp"]
+__all__ = ["Ranked", "SearchOptions", "SearchProgress", "SearchResult", "SearchStats", "members",
+           "search", "with_vpp"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +90,22 @@ class SearchResult:
         return self.ranked[0] if self.ranked else None
 
 
+@dataclass(frozen=True)
+class SearchProgress:
+    """Where a running search stands (passed to `SearchOptions.progress`)."""
+
+    elapsed_s: float
+    ilps_solved: int
+    best: float
+    """Objective of the best plan so far (inf before the first)."""
+    bound: float
+    """Smallest lower bound of the candidates left."""
+    candidates_left: Callable[[], int]
+    """Counts the candidates left (costs a pass over the queue: call it only to show it)."""
+    phase: str = "searching"
+    """enumerating (the candidates so far) or searching (best-first)."""
+
+
 def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: SearchOptions) -> SearchResult:
     """Find the best plans (see module doc)."""
     start = time.perf_counter()
@@ -99,6 +116,10 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
     for order, (bound, family) in enumerate(families(model, cluster, cache, options)):
         stats.candidates += family.members
         heap.append((bound, order, family))
+        if options.progress is not None and order % 64 == 0:
+            options.progress(SearchProgress(elapsed_s=time.perf_counter() - start, best=float("inf"),
+                                            ilps_solved=0, bound=0.0, phase="enumerating",
+                                            candidates_left=lambda: stats.candidates))
     heapq.heapify(heap)
     order = len(heap)
     found: dict[tuple, tuple[tuple, Ranked]] = {}
@@ -109,10 +130,14 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
         full = len(ranked) > options.top_k
         return min(options.cutoff, ranked[options.top_k][0] if full else float("inf"))
 
-    limit = threshold()
+    limit, best = threshold(), float("inf")
     while heap and heap[0][0] < limit:
         if time.perf_counter() - start > options.time_limit_s:
             break
+        if options.progress is not None:
+            options.progress(SearchProgress(elapsed_s=time.perf_counter() - start, best=best,
+                                            ilps_solved=stats.ilps_solved, bound=heap[0][0],
+                                            candidates_left=lambda: _count_left(heap)))
         bound, _, item = heapq.heappop(heap)
         if isinstance(item, Group) and item.vpps:
             # Level 1: a family's groups, one per vpp, each with its own makespan bound.
@@ -185,7 +210,7 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
             layout = _layout(st)
             if layout not in found or key < found[layout][0]:
                 found[layout] = (key, ranked)
-            limit = threshold()
+            limit, best = threshold(), min(best, ranked.objective)
 
     stats.pruned_by_bound = _count_left(heap)
     result.ranked = [r for _, r in sorted(found.values(), key=lambda kv: kv[0])
