@@ -29,7 +29,7 @@ def solved_dense():
     hw = from_cluster(cluster)
     outcome = solve(model, cluster, hw, SearchOptions(limits=TARGETS["any"], time_limit_s=60))
     st = outcome.plan.strategy
-    assert st.pp > 1 and st.vpp == 1 and len(set(st.stage_layers)) > 1  # the regime under test
+    assert st.pp > 1 and st.vpp == 1  # the regime under test (its split is uneven today: 19,20,21,20)
     return model, outcome.plan.cluster, st
 
 
