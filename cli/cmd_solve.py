@@ -1,5 +1,6 @@
 """`fmplan solve`: the fastest plan that fits (certified under the cost model), its runners-up,
-plan.yaml and, with a target engine, its launch files."""
+plan.yaml and, with a target engine, its launch files. Ctrl-C stops the search: the best plan so
+far is shown with its gap (exit 130, nothing written); a second Ctrl-C stops at once."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from cli.options import (ClusterOpt, JsonOpt, ModelArg, NodesOpt, ProfileOpt, St
                          check_options,
                          load_inputs)
 from cli.progress import progress_for
+from planner import interrupt
 from planner.errors import InputError
 from planner.plan import PLAN_FILE
 from planner.presets import DEFAULT_CLUSTER
@@ -71,15 +73,18 @@ def solve_command(
                             top_k=top, time_limit_s=time_limit, solver=solver, allow_idle=allow_idle,
                             progress=line)
     try:
-        if deadline is not None:
-            outcome = solve_deadline(model_spec, cluster_spec, hardware, options, deadline, target)
-        else:
-            outcome = solve(model_spec, cluster_spec, hardware, options, target)
+        with interrupt.graceful():  # Ctrl-C: the best plan so far (planner.interrupt)
+            if deadline is not None:
+                outcome = solve_deadline(model_spec, cluster_spec, hardware, options, deadline,
+                                         target)
+            else:
+                outcome = solve(model_spec, cluster_spec, hardware, options, target)
     finally:
         if line is not None:
             line.close()
-    written = _write(outcome.plan, target, out, force) if out is not None else []
-    if report is not None or png is not None:
+    stopped = outcome.result.interrupted
+    written = _write(outcome.plan, target, out, force) if out is not None and not stopped else []
+    if (report is not None or png is not None) and not stopped:
         from planner.report.sources import report_from_outcome
         for path in write_report(report_from_outcome(outcome, hardware), report, png):
             typer.echo(f"wrote {path}", err=True)
@@ -89,6 +94,13 @@ def solve_command(
         typer.echo(json.dumps(payload, indent=2, sort_keys=True))
     else:
         render_solve(outcome, written)
+    if stopped:
+        not_written = "; nothing written" if (out, report, png) != (None, None, None) else ""
+        result = outcome.result
+        best = ("certified optimal (the runners-up were cut short)" if result.status == "optimal"
+                else f"the best plan so far, within {100 * result.gap:.2f}% of optimal")
+        typer.echo(f"interrupted: {best}{not_written}", err=True)
+        raise typer.Exit(130)
 
 
 def _write(plan, target: str, out_dir: Path, force: bool) -> list[Path]:

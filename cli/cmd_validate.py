@@ -1,4 +1,5 @@
-"""`fmplan validate`: run a plan for a few steps on torch.distributed, compare with the prediction."""
+"""`fmplan validate`: run a plan for a few steps on torch.distributed, compare with the prediction.
+Ctrl-C stops torchrun and every worker (no orphan process) and exits 130."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ from typing import Annotated
 import typer
 
 from cli.options import JsonOpt, ProfileOpt
+from planner.errors import Interrupted
 
 
 class Device(str, Enum):
@@ -36,8 +38,11 @@ def validate_command(
     from cli.render_validate import render_validation  # loaded only when the command runs
     from planner.plan import load_plan
     from planner.validation import validate_plan
-    report = validate_plan(load_plan(plan), device=device.value, steps=steps, warmup=warmup,
-                           scale=scale_down, profile=profile)
+    try:
+        report = validate_plan(load_plan(plan), device=device.value, steps=steps, warmup=warmup,
+                               scale=scale_down, profile=profile)
+    except KeyboardInterrupt:  # planner.runtime.launch has stopped torchrun and every worker
+        raise Interrupted("validation stopped; torchrun and its workers have ended") from None
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
     else:

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _command().main(args=argv)
     except FmplanError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"{exc.label}: {exc}", err=True)
         sys.exit(exc.exit_code)
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""

@@ -23,6 +23,7 @@ def outcome_payload(outcome: SolveOutcome) -> dict[str, Any]:
         "strategy": outcome.best.strategy.describe(),
         "plan": {k: plan[k] for k in ("inputs_digest", "strategy", "predicted", "solver")},
         "search": stats,
+        "interrupted": outcome.result.interrupted,
         "objective": outcome.extra,
         "runners_up": [
             {"strategy": r.ranked.strategy.describe(), "objective": r.ranked.objective,
@@ -44,7 +45,9 @@ def render_solve(outcome: SolveOutcome, written: list[Path], console: Console | 
         console.print(f"layer split: {list(st.stage_layers)}")
     stats = result.stats
     status = ("certified optimal under the cost model" if result.status == "optimal"
-              else f"time limit hit: within {100 * result.gap:.2f}% of optimal")
+              else f"within {100 * result.gap:.2f}% of optimal")
+    if result.status != "optimal":
+        status = ("interrupted (Ctrl-C): " if result.interrupted else "time limit hit: ") + status
     console.print(f"[bold]{status}[/] (target {plan.target}, stack {plan.stack}, solver {plan.solver['backend']})")
     console.print(
         f"search: {stats.candidates:,} candidates, {stats.pruned_by_bound:,} pruned by bound, "

@@ -6,6 +6,8 @@ class FmplanError(Exception):
     """Base of every error fmplan raises on purpose. `exit_code` is what the CLI returns."""
 
     exit_code = 1
+    label = "error"
+    """How the CLI's one line on stderr starts."""
 
 
 class InputError(FmplanError):
@@ -39,6 +41,14 @@ class EnvironmentProblem(FmplanError):
     """Something missing from the environment: torch, a GPU, a solver."""
 
     exit_code = 4
+
+
+class Interrupted(FmplanError):
+    """Ctrl-C stopped the work before it had anything to report (exit 130, as a shell reports
+    SIGINT)."""
+
+    exit_code = 130
+    label = "interrupted"
 
 
 class FmplanWarning(UserWarning):

@@ -24,6 +24,7 @@ from typing import Any
 from cost_models.breakdown import CostBreakdown
 from cost_models.estimate import evaluate
 from cost_models.hardware import Hardware
+from planner import interrupt
 from planner.bounds import host_lower_bound_bytes, memory_lower_bound_bytes, pipeline_p2p_s
 from planner.cache import Cache, member_limits
 from planner.candidates import (Group, SearchOptions, expand, families, group_memory_bound,
@@ -80,6 +81,8 @@ class SearchResult:
     """optimal (within the MIP gap), gap (time limit: `gap` is the remaining relative gap),
     or infeasible (nothing fits)."""
     gap: float = 0.0
+    interrupted: bool = False
+    """Stopped by Ctrl-C (planner.interrupt): the plans are the best found so far."""
     lower_bound: float = 0.0
     """Proven lower bound of the best objective."""
     stats: SearchStats = field(default_factory=SearchStats)
@@ -138,6 +141,9 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
             options.progress(SearchProgress(elapsed_s=time.perf_counter() - start, best=best,
                                             ilps_solved=stats.ilps_solved, bound=heap[0][0],
                                             candidates_left=lambda: _count_left(heap)))
+        if interrupt.requested("search:incumbent" if found else "search"):  # Ctrl-C
+            result.interrupted = True
+            break
         bound, _, item = heapq.heappop(heap)
         if isinstance(item, Group) and item.vpps:
             # Level 1: a family's groups, one per vpp, each with its own makespan bound.

@@ -10,7 +10,7 @@ from typing import Any
 
 from cost_models.breakdown import TIME_KEYS
 from cost_models.hardware import Hardware
-from planner.errors import InfeasibleError, InputError
+from planner.errors import InfeasibleError, InputError, Interrupted
 from planner.explain import infeasible_message
 from planner.ilp import MIP_REL_GAP
 from planner.plan import Plan
@@ -53,6 +53,7 @@ def solve(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: SearchO
     if options.objective == "cost" and options.tokens <= 0:
         raise InputError("--objective cost needs --tokens T (training tokens)", hint="e.g. --tokens 15e12")
     result = search(model, cluster, hw, options)
+    _raise_if_interrupted(result)
     if result.best is None:
         if result.status == "timeout":
             raise InfeasibleError(
@@ -74,6 +75,7 @@ def solve_deadline(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options
         sized = replace(cluster, nodes=nodes)
         result = search(model, sized, hw, replace(options, objective="time", allow_idle=False,
                                                   cutoff=step_cap_s))
+        _raise_if_interrupted(result)
         if result.best is not None:
             outcome = _outcome(model, sized, options, result, target, hw.stack)
             hours = result.best.cost.step_time_s * steps / 3600.0
@@ -84,6 +86,14 @@ def solve_deadline(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options
         f"no plan trains {options.tokens:.3g} tokens within {deadline_h:g} h on up to "
         f"{cluster.nodes} nodes of {cluster.name} (one step may take at most {step_cap_s:.3g} s)",
         )
+
+
+def _raise_if_interrupted(result: SearchResult) -> None:
+    """Ctrl-C before any plan was found: say so with how far the search got."""
+    if result.interrupted and result.best is None:
+        stats = result.stats
+        raise Interrupted(f"no plan yet ({stats.candidates:,} candidates, {stats.ilps_solved:,} "
+                          "ILPs solved before Ctrl-C)")
 
 
 def _outcome(model: ModelSpec, cluster: ClusterSpec, options: SearchOptions, result: SearchResult,

@@ -7,7 +7,9 @@ with the file already at `--out`, save. Reads top to bottom in the order section
 4. collectives (local workers via `--nproc`, or the torchrun world this process is part of),
 5. the per-block memory/FLOP check of the model (FakeTensorMode; no device work).
 
-Ctrl-C at any point stops measuring; what was measured is still merged and saved.
+The file is saved (atomically, merged with the old one) as each section finishes and once more at
+the end, so a run stopped any way keeps its finished sections, and Ctrl-C also keeps the samples
+of the section it stopped; a re-run measures only what the file lacks.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from cost_models.profiler import comm, compute, host
 from cost_models.profiler.identity import device_identity, software
 from cost_models.profiler.memory import BlockCheck, measure_block
 from cost_models.profiler.settings import settings_for
+from planner import interrupt
 from planner.errors import EnvironmentProblem, InputError
 from planner.specs import ModelSpec
 
@@ -63,6 +66,10 @@ class Collected:
     def recorder(self, section: str) -> Callable[[object], None]:
         return self.samples[section].append
 
+    def count(self) -> int:
+        """Samples measured so far (as `Profile.count`)."""
+        return sum(map(len, self.samples.values())) + len(self.kernel_overhead_s)
+
 
 @dataclass(frozen=True)
 class ProfileRun:
@@ -87,20 +94,37 @@ def run_profile(req: ProfileRequest, new_task: NewTask) -> ProfileRun:
                          source=str(req.out), hint="choose another --out for this device")
     done = {section: old.keys(section) if old else set() for section in pf.SECTIONS}
     got = Collected()
+    backend = ("nccl" if device.type == "cuda" else "gloo") if max(req.nproc, world) > 1 else None
+
+    def checkpoint() -> pf.Profile:
+        """Save what is measured so far, merged with the old file (atomic: pf.save)."""
+        new = _profile(identity, software(device, backend), got)
+        profile = pf.merge(old, new) if old is not None else new
+        pf.save(profile, req.out)
+        return profile
+
+    def new_section(description: str, total: int) -> Advance:
+        if got.count() or got.checks:  # each finished section is on disk before the next one starts
+            checkpoint()
+        interrupt.pause_point(f"profile:{description}")
+        return new_task(description, total)
+
     interrupted = False
     try:
-        _measure(req, device, done, got, new_task)
+        _measure(req, device, done, got, new_section)
     except KeyboardInterrupt:
         interrupted = True
+    profile = checkpoint()
+    return ProfileRun(profile, got.count(), time.perf_counter() - start, interrupted, got.checks)
+
+
+def _profile(identity, versions: dict, got: Collected) -> pf.Profile:
+    """A profile of this run's samples alone (pf.merge adds the old file's)."""
     now = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-    backend = ("nccl" if device.type == "cuda" else "gloo") if max(req.nproc, world) > 1 else None
-    new = pf.Profile(device=identity, software=software(device, backend), host=socket.gethostname(),
-                     created_utc=now, updated_utc=now, kernel_overhead_s=tuple(got.kernel_overhead_s),
-                     samples={k: tuple(v) for k, v in got.samples.items()}, skipped=got.skipped,
-                     memory_checks=tuple(c.to_dict() for c in got.checks))
-    profile = pf.merge(old, new) if old is not None else new
-    pf.save(profile, req.out)
-    return ProfileRun(profile, new.count(), time.perf_counter() - start, interrupted, got.checks)
+    return pf.Profile(device=identity, software=versions, host=socket.gethostname(),
+                      created_utc=now, updated_utc=now,
+                      kernel_overhead_s=tuple(got.kernel_overhead_s), samples={k: tuple(v) for k, v in got.samples.items()}, skipped=got.skipped,
+                      memory_checks=tuple(c.to_dict() for c in got.checks))
 
 
 def _measure(req: ProfileRequest, device: torch.device, done: dict[str, set], got: Collected,
