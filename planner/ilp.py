@@ -18,7 +18,7 @@ import pulp
 from cost_models.comm import OVERLAP_CONTENTION
 from cost_models.memory import ALLOCATOR_FRACTION
 from cost_models.terms import CandidateTerms
-from planner.errors import EnvironmentProblem
+from planner.errors import EnvironmentProblem, InputError
 from planner.strategy import StageLayers, Strategy, balanced_split
 from planner.targets import EngineLimits
 
@@ -26,6 +26,8 @@ Solver = Literal["highs", "cbc"]
 Status = Literal["optimal", "feasible", "infeasible", "unsolved", "cutoff"]
 MIP_REL_GAP = 1e-7
 """Relative gap at which a branch-and-bound run counts as optimal (HiGHS/CBC stop there)."""
+SOLVER_THREADS_ENV = "FMPLAN_SOLVER_THREADS"
+"""Environment variable for the solver's thread count (`solver_threads`)."""
 _MEMORY_MARGIN = 1e-9
 """Memory rows are scaled to capacity 1; keeping them below 1 - margin, with feasibility
 tolerances below the margin, makes every accepted split fit exactly under `evaluate()`."""
@@ -328,6 +330,16 @@ def _add_target_limits(prob, limits: EngineLimits, st: Strategy, layers: int, n,
                 prob += counts[i] >= n[i] - big * (1 - below)
 
 
+def solver_threads() -> int:
+    """Threads per ILP solve: FMPLAN_SOLVER_THREADS, default 1 (the search solves many small ILPs
+    one after another; tests/test_determinism.py checks the plan does not depend on it)."""
+    text = os.environ.get(SOLVER_THREADS_ENV, "1")
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise InputError(f"{SOLVER_THREADS_ENV} must be a whole number of threads from 1 to 256, "
+                         f"got {text!r}")
+    return int(text)
+
+
 def _run(prob: pulp.LpProblem, solver: Solver, time_limit_s: float, cutoff: float):
     """Solve with a time limit and gap; return the solver command (for the dual bound)."""
     limit = max(time_limit_s, 0.01)
@@ -337,11 +349,12 @@ def _run(prob: pulp.LpProblem, solver: Solver, time_limit_s: float, cutoff: floa
         # keeps the constant on its side), so the cutoff is shifted by that constant.
         offset = prob.objective.constant if prob.objective is not None else 0.0
         extra = {"objective_bound": cutoff - offset} if cutoff < float("inf") else {}
-        cmd = pulp.HiGHS(msg=False, timeLimit=limit, gapRel=MIP_REL_GAP, threads=1,
+        cmd = pulp.HiGHS(msg=False, timeLimit=limit, gapRel=MIP_REL_GAP, threads=solver_threads(),
                          mip_feasibility_tolerance=1e-10, primal_feasibility_tolerance=1e-10,
                          **extra)
     elif solver == "cbc":
-        cmd = pulp.PULP_CBC_CMD(msg=False, timeLimit=limit, gapRel=MIP_REL_GAP, threads=1,
+        cmd = pulp.PULP_CBC_CMD(msg=False, timeLimit=limit, gapRel=MIP_REL_GAP,
+                                threads=solver_threads(),
                                 options=["primalT 1e-10", "integerT 1e-10"])
         if not cmd.available():
             raise EnvironmentProblem("the CBC solver is not available",
