@@ -145,14 +145,14 @@ def block_times(model: ModelSpec, st: Strategy, hw: Hardware) -> BlockTimes:
     tokens = _tokens(model, st)
     gemms = block_gemms(model.arch, tokens, st.tp)
     gemm_fwd = sum(hw.gemm_time_s(g.m, g.k, g.n, prec) for g in gemms)
+    gemm_bwd = sum(hw.gemm_backward_time_s(g.m, g.k, g.n, prec) for g in gemms)
     ew = elementwise_traffic(model, st)
     ew_fwd = hw.memory_time_s(ew.fwd_bytes, ew.kernels)
     ew_bwd = hw.memory_time_s(ew.bwd_bytes, ew.kernels)
     attn_fwd = _attention_core_s(model, st, hw, backward=False)
     attn_bwd = _attention_core_s(model, st, hw, backward=True)
-    # Backward: data-gradient and weight-gradient GEMMs (same FLOPs each).
     fwd_compute = gemm_fwd + attn_fwd + ew_fwd
-    bwd_compute = 2 * gemm_fwd + attn_bwd + ew_bwd
+    bwd_compute = gemm_bwd + attn_bwd + ew_bwd
 
     tp_fwd = tp_bwd = 0.0
     if st.tp > 1:
@@ -166,7 +166,7 @@ def block_times(model: ModelSpec, st: Strategy, hw: Hardware) -> BlockTimes:
         else:
             one = 2 * comm.collective_time_s("all_reduce", act, st.tp, link)
         tp_fwd = comm.exposed_s(one, gemm_fwd) if st.tp_comm_overlap else one
-        tp_bwd = comm.exposed_s(one, 2 * gemm_fwd) if st.tp_comm_overlap else one
+        tp_bwd = comm.exposed_s(one, gemm_bwd) if st.tp_comm_overlap else one
 
     cp_fwd = cp_bwd = 0.0
     if st.cp > 1:
@@ -206,4 +206,4 @@ def edge_times(model: ModelSpec, st: Strategy, hw: Hardware) -> EdgeTimes:
         kind = "reduce_scatter" if st.sp else "all_reduce"
         tp = comm.collective_time_s(kind, act, st.tp, comm.group_link(hw, st.tp, 1))
     return EdgeTimes(first_fwd=emb + tp, first_bwd=emb, last_fwd=logits_fwd + ce,
-                     last_bwd=2 * logits_fwd + ce + tp, tp_comm=2 * tp)
+                     last_bwd=hw.gemm_backward_time_s(g.m, g.k, g.n, prec) + ce + tp, tp_comm=2 * tp)

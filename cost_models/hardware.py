@@ -102,17 +102,28 @@ class Hardware:
         return points[-1][1]
 
     def gemm_time_s(self, m: int, k: int, n: int, precision: str, count: int = 1) -> float:
-        """Roofline time of `count` GEMMs (M x K)(K x N): max(compute, memory) + launch overhead.
+        """Time of `count` GEMMs (M x K)(K x N): the main loop, then the output's store, plus launch.
 
-        Compute runs at peak * efficiency(size); memory moves A, B and C once (Williams et al. 2009,
-        roofline). fp8 GEMMs read 1-byte operands and write 2-byte outputs; fp32 GEMMs (no
-        tensor cores: PyTorch leaves TF32 off for matmuls) read and write 4-byte elements.
+        The main loop runs at peak * efficiency(size) or at the rate its operand reads allow,
+        whichever is slower (Williams et al. 2009, roofline). Each output tile is stored after its
+        K loop ends (the epilogue: CUTLASS's sm90 "cooperative" warp-specialized kernels and the
+        pre-Hopper multistage kernels run it after the tile's MMAs, cutlass/gemm/kernel/
+        sm90_gemm_tma_warpspecialized_cooperative.hpp), so writing C adds M*N*out_bytes at HBM
+        bandwidth: the cost of short K loops that makes small-hidden GEMMs slower per FLOP
+        ("larger GEMMs have higher arithmetic intensity", Megatron-LM README, weak-scaling table).
+        fp8 GEMMs read 1-byte operands and write 2-byte outputs; fp32 GEMMs (no tensor cores:
+        PyTorch leaves TF32 off for matmuls) read and write 4-byte elements.
         """
         flops = 2.0 * m * k * n
-        in_bytes, out_bytes = {"fp8": (1, 2), "fp32": (4, 4)}.get(precision, (2, 2))
-        traffic = in_bytes * (m * k + k * n) + out_bytes * m * n
-        compute = flops / (self.peak(precision) * self.gemm_efficiency(flops, precision))
-        return count * (max(compute, traffic / self.hbm_Bps) + self.kernel_overhead_s)
+        in_bytes, out_bytes = gemm_element_bytes(precision)
+        main_loop = max(flops / (self.peak(precision) * self.gemm_efficiency(flops, precision)),
+                        in_bytes * (m * k + k * n) / self.hbm_Bps)
+        return count * (main_loop + out_bytes * m * n / self.hbm_Bps + self.kernel_overhead_s)
+
+    def gemm_backward_time_s(self, m: int, k: int, n: int, precision: str, count: int = 1) -> float:
+        """Backward of `count` GEMMs (M x K)(K x N), each by its own shape: the data gradient
+        (M x N)(N x K) and the weight gradient (K x M)(M x N), whose K loop runs over the M tokens."""
+        return self.gemm_time_s(m, n, k, precision, count) + self.gemm_time_s(k, m, n, precision, count)
 
     def attention_time_s(self, flops: float, backward: bool, kv_len: float) -> float:
         """Fused attention over `kv_len` keys at the kernel's achievable fraction of the 16-bit
@@ -123,6 +134,11 @@ class Hardware:
     def memory_time_s(self, nbytes: float, kernels: int = 1) -> float:
         """Memory-bound kernels moving `nbytes` in total."""
         return nbytes / self.hbm_Bps + kernels * self.kernel_overhead_s
+
+
+def gemm_element_bytes(precision: str) -> tuple[int, int]:
+    """(operand, output) bytes per element of a GEMM at `precision`."""
+    return {"fp8": (1, 2), "fp32": (4, 4)}.get(precision, (2, 2))
 
 
 def attention_efficiency(cluster: ClusterSpec, stack: StackSpec) -> tuple[float, float]:

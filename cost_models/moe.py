@@ -47,7 +47,9 @@ def moe_block_times(model: ModelSpec, st: Strategy, hw: Hardware) -> BlockTimes:
     moe = arch.moe
     dense = block_times(model, st, hw)
     tokens_sp = st.mbs * model.training.seq_len // st.cp
-    dense_mlp = sum(hw.gemm_time_s(g.m, g.k, g.n, prec) for g in mlp_gemms(arch, tokens_sp, arch.ffn_hidden, st.tp))
+    dense_gemms = mlp_gemms(arch, tokens_sp, arch.ffn_hidden, st.tp)
+    dense_mlp = sum(hw.gemm_time_s(g.m, g.k, g.n, prec) for g in dense_gemms)
+    dense_mlp_bwd = sum(hw.gemm_backward_time_s(g.m, g.k, g.n, prec) for g in dense_gemms)
     # The dense block's activation-function traffic (SwiGLU 3F / 5F, GELU 2F / 3F) is replaced too.
     dense_ffn_bytes = tokens_sp * arch.ffn_hidden / st.tp * ACT_BYTES
     swiglu = arch.mlp == "swiglu"
@@ -57,19 +59,25 @@ def moe_block_times(model: ModelSpec, st: Strategy, hw: Hardware) -> BlockTimes:
     rows = routed_rows(model, st)
     local = moe.routed_experts // st.ep
     per_expert = max(int(rows / local), 1)
-    experts = sum(hw.gemm_time_s(per_expert, g.k, g.n, prec, count=local)
-                  for g in mlp_gemms(arch, 1, moe.expert_ffn_hidden, st.etp))
-    shared = sum(hw.gemm_time_s(g.m, g.k, g.n, prec)
-                 for g in mlp_gemms(arch, tokens_sp, moe.shared_ffn_hidden, st.tp)) if moe.shared_ffn_hidden else 0.0
+    expert_gemms = mlp_gemms(arch, 1, moe.expert_ffn_hidden, st.etp)
+    experts = sum(hw.gemm_time_s(per_expert, g.k, g.n, prec, count=local) for g in expert_gemms)
+    # Expert backward by shape: the weight gradient's K loop runs over the expert's tokens only.
+    experts_dgrad_gemm = sum(hw.gemm_time_s(per_expert, g.n, g.k, prec, count=local) for g in expert_gemms)
+    experts_wgrad_gemm = sum(hw.gemm_time_s(g.k, per_expert, g.n, prec, count=local) for g in expert_gemms)
+    shared_gemms = mlp_gemms(arch, tokens_sp, moe.shared_ffn_hidden, st.tp) if moe.shared_ffn_hidden else []
+    shared = sum(hw.gemm_time_s(g.m, g.k, g.n, prec) for g in shared_gemms)
+    shared_bwd = sum(hw.gemm_backward_time_s(g.m, g.k, g.n, prec) for g in shared_gemms)
     tokens = tokens_sp / st.tp
     router = hw.gemm_time_s(int(tokens), arch.hidden, moe.routed_experts, moe.router_dtype)
+    router_bwd = hw.gemm_backward_time_s(int(tokens), arch.hidden, moe.routed_experts, moe.router_dtype)
     ffn_bytes = rows * moe.expert_ffn_hidden / st.etp * ACT_BYTES
     permute = hw.memory_time_s(4 * rows * arch.hidden * ACT_BYTES + (3 if arch.mlp == "swiglu" else 2) * ffn_bytes, 4)
     # Computation before the dispatch (attention half, router, shared experts) and after it
     # (routed experts, permutation), forward and backward (data + weight gradients).
     pre_fwd = dense.fwd_compute - dense_mlp - dense_act_fwd + router + shared
-    pre_bwd = dense.bwd_compute - 2 * dense_mlp - dense_act_bwd + 2 * (router + shared)
-    experts_fwd, experts_dgrad, experts_wgrad = experts + permute, experts + 1.5 * permute, experts
+    pre_bwd = dense.bwd_compute - dense_mlp_bwd - dense_act_bwd + router_bwd + shared_bwd
+    experts_fwd = experts + permute
+    experts_dgrad, experts_wgrad = experts_dgrad_gemm + 1.5 * permute, experts_wgrad_gemm
 
     dispatch = combine = 0.0
     if st.ep > 1:

@@ -1,8 +1,8 @@
 """Fitted values of a profile (derived from its raw samples) and how they override `Hardware`.
 
 What replaces what (everything else keeps the preset's value):
-* GEMM: per measured dtype, a curve of achieved FLOP/s vs GEMM size (median per half-decade of
-  GFLOP), stored in `Hardware.gemm_curves` as fractions of that dtype's datasheet peak, so
+* GEMM: per measured dtype, a curve of achieved main-loop FLOP/s vs GEMM size (median per
+  half-decade of GFLOP; the output's store and the launch are taken out, as the model adds them), stored in `Hardware.gemm_curves` as fractions of that dtype's datasheet peak, so
   MFU stays relative to the datasheet while times reproduce the measured rates. A dtype the preset
   lacks gets the best measured rate as its peak.
 * Attention: median achieved FLOP/s of causal SDPA forward and backward, in the cost model's FLOP
@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cost_models.comm import collective_time_s
-from cost_models.hardware import Hardware, Link
+from cost_models.hardware import Hardware, Link, gemm_element_bytes
 from cost_models.profile_format import canonical
 
 
@@ -72,12 +72,14 @@ def fit_profile(profile: Any) -> FittedProfile:
     """Fit every section that has samples (a `cost_models.profile_format.Profile`); the result
     does not depend on the order samples were measured in."""
     s = canonical(profile).samples
+    stream_GBps = _largest_rate(s["stream"])
+    overhead_s = statistics.median(profile.kernel_overhead_s) if profile.kernel_overhead_s else 0.0
     return FittedProfile(
-        gemm_curves_flops_per_s=_gemm_curves(s["gemm"]),
+        gemm_curves_flops_per_s=_gemm_curves(s["gemm"], stream_GBps, overhead_s),
         gemm_best_flops_per_s={d: max(2.0 * g.m * g.k * g.n / g.time_s for g in s["gemm"]
                                       if g.dtype == d) for d in {g.dtype for g in s["gemm"]}},
         attention_flops_per_s=_attention_rates(s["attention"]),
-        stream_bandwidth_GBps=_largest_rate(s["stream"]),
+        stream_bandwidth_GBps=stream_GBps,
         kernel_overhead_s=statistics.median(profile.kernel_overhead_s) if profile.kernel_overhead_s else None,
         host_copy_GBps=_copy_rates(s["host_copy"]),
         host_optimizer_params_per_s=(max(o.params / o.time_s for o in s["host_optimizer"])
@@ -95,11 +97,17 @@ def attention_flops(sample: Any) -> tuple[float, float]:
     return fwd, 2.5 * fwd
 
 
-def _gemm_curves(samples: tuple) -> dict[str, tuple[tuple[float, float], ...]]:
+def _gemm_curves(samples: tuple, stream_GBps: float | None,
+                 overhead_s: float) -> dict[str, tuple[tuple[float, float], ...]]:
+    """Main-loop FLOP/s per size bin: each sample's time less the launch and the store of its
+    output at the measured stream bandwidth (`Hardware.gemm_time_s` adds both back), never less
+    than half the measured time (a noisy stream rate must not make a GEMM look free)."""
     bins: dict[str, dict[int, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
     for g in samples:
         gflop = 2.0 * g.m * g.k * g.n / 1e9
-        bins[g.dtype][math.floor(2 * math.log10(gflop))].append((gflop, gflop * 1e9 / g.time_s))
+        store_s = gemm_element_bytes(g.dtype)[1] * g.m * g.n / (stream_GBps * 1e9) if stream_GBps else 0.0
+        main_loop_s = max(g.time_s - store_s - overhead_s, g.time_s / 2)
+        bins[g.dtype][math.floor(2 * math.log10(gflop))].append((gflop, gflop * 1e9 / main_loop_s))
     return {dtype: tuple((statistics.median(x for x, _ in pts), statistics.median(r for _, r in pts))
                          for _, pts in sorted(by_bin.items()))
             for dtype, by_bin in sorted(bins.items())}
