@@ -40,12 +40,14 @@ def routed_rows(model: ModelSpec, st: Strategy) -> float:
     return tokens * moe.top_k * st.etp * load
 
 
-def moe_block_times(model: ModelSpec, st: Strategy, hw: Hardware) -> BlockTimes:
+def moe_block_times(model: ModelSpec, st: Strategy, hw: Hardware,
+                    dense: BlockTimes | None = None) -> BlockTimes:
     """Per-micro-batch times of one MoE block: the dense block's attention half, the router,
-    the grouped expert GEMMs, shared experts, permutation traffic and the exchanges."""
+    the grouped expert GEMMs, shared experts, permutation traffic and the exchanges. `dense`
+    may pass `block_times(model, st, hw)` when the caller has it (the search's cache)."""
     arch, prec = model.arch, model.training.precision
     moe = arch.moe
-    dense = block_times(model, st, hw)
+    dense = dense or block_times(model, st, hw)
     tokens_sp = st.mbs * model.training.seq_len // st.cp
     dense_gemms = mlp_gemms(arch, tokens_sp, arch.ffn_hidden, st.tp)
     dense_mlp = sum(hw.gemm_time_s(g.m, g.k, g.n, prec) for g in dense_gemms)

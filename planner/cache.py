@@ -73,7 +73,7 @@ class Cache:
             if self.model.arch.moe is not None:
                 probe = Strategy(tp=tp, cp=cp, mbs=mbs, sp=sp, ep=ep, etp=etp,
                                  ep_comm_overlap=overlap)
-                moe = moe_block_times(self.model, probe, self.hw)
+                moe = moe_block_times(self.model, probe, self.hw, dense)
             self._shapes[key] = Shape(block=dense, edge=edge, dense_s=dense.fwd + dense.bwd,
                                       moe_s=moe.fwd + moe.bwd)
         return self._shapes[key]

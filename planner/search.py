@@ -145,6 +145,9 @@ def search(model: ModelSpec, cluster: ClusterSpec, hw: Hardware, options: Search
             result.interrupted = True
             break
         bound, _, item = heapq.heappop(heap)
+        if _beaten_in_layout(found, item, bound):
+            stats.pruned_by_bound += _count_left([(bound, 0, item)])
+            continue
         if isinstance(item, Group) and item.vpps:
             # Level 1: a family's groups, one per vpp, each with its own makespan bound.
             for group_bound, group in expand(model, item, cache, options):
@@ -230,6 +233,16 @@ def _layout(st: Strategy) -> tuple:
     """Runners-up differ in their parallel degrees (dp, tp, pp, cp), not only in vpp, mbs,
     ZeRO stage or offload (the best of each degree layout is kept)."""
     return (st.world, st.dp, st.tp, st.pp, st.cp)
+
+
+def _beaten_in_layout(found: dict, item, bound: float) -> bool:
+    """Whether every candidate of `item` (a family, group or member) is slower than the best plan
+    already found with its degree layout: it can then be neither the best plan nor a runner-up
+    (those are the best of each layout), and no tie-break can prefer it (ranking keys round the
+    objective to 12 digits; the margin keeps a bound within that rounding in the search)."""
+    st = item.outer if isinstance(item, Group) else item[0]
+    entry = found.get(_layout(st))
+    return entry is not None and bound > entry[1].objective * (1 + 1e-11)
 
 
 def _member_cannot_fit(terms, st: Strategy, layers: int, hw: Hardware,

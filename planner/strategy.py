@@ -6,7 +6,7 @@ per-stage recompute counts that the cost model consumes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from planner.errors import InvalidStrategyError
@@ -112,8 +112,15 @@ class Strategy:
         return " ".join(parts)
 
     def with_(self, **changes) -> "Strategy":
-        """A copy with some fields changed."""
-        return replace(self, **changes)
+        """A copy with some fields changed (copies the fields as `dataclasses.replace` would,
+        without re-running __init__: the search makes one per candidate)."""
+        unknown = changes.keys() - _STRATEGY_FIELDS
+        if unknown:
+            raise TypeError(f"Strategy has no field(s) {', '.join(sorted(unknown))}")
+        copy = object.__new__(Strategy)
+        copy.__dict__.update(self.__dict__)
+        copy.__dict__.update(changes)
+        return copy
 
     def validate(self, model: ModelSpec, cluster: ClusterSpec | None = None) -> None:
         """Raise InvalidStrategyError naming every factor when a rule is broken."""
@@ -240,6 +247,9 @@ class Strategy:
             sel = count if self.recompute == "selective" else 0
             result.append(StageLayers(n, full, sel))
         return result
+
+
+_STRATEGY_FIELDS = frozenset(f.name for f in fields(Strategy))
 
 
 def default_split(layers: int, pp: int, vpp: int = 1) -> tuple[int, ...]:

@@ -115,9 +115,12 @@ def strong_step_lower_bound_s(terms: CandidateTerms, st: Strategy, layers: int,
     if pp == 1:  # one stage holds all L blocks: S = t_0 >= g_0(L) as well
         level = stages[0].g(layers)
         base += level - parts["sum"]
-        return base + _first_stage_min(terms, st, stages[0], level, parts, layers, layers, modes)
+        return base + _first_stage_min(terms, st, stages[0], [level], parts, layers, layers, modes)
     level = _integer_level(stages, layers, _water_level(stages, layers))
-    return base + _first_stage_min(terms, st, stages[0], level, parts, stages[0].lower, big, modes)
+    top = min(big, stages[0].upper)
+    rest = _integer_levels(stages[1:], layers - top, layers - stages[0].lower)
+    levels = [max(level, rest[layers - n - (layers - top)]) for n in range(stages[0].lower, top + 1)]
+    return base + _first_stage_min(terms, st, stages[0], levels, parts, stages[0].lower, top, modes)
 
 
 def _block_bytes(kind: BlockKind, state: float, expert_state: float, in_flight: float,
@@ -210,11 +213,43 @@ def _integer_level(stages: list[_Stage], layers: int, level: float) -> float:
     return max(best, level)
 
 
-def _first_stage_min(terms: CandidateTerms, st: Strategy, stage0: _Stage, level: float,
+def _integer_levels(stages: list[_Stage], low_total: int, high_total: int) -> list[float]:
+    """`_integer_level` of `stages` for every total block count in [low_total, high_total]
+    (inf where no whole split of that total fits): from the real water level of the smallest
+    feasible total, add blocks one at a time to the stage whose next value g_i(k + 1) is
+    smallest. Each g_i is increasing, so after R blocks the chosen values are the R smallest of
+    the stages' value lists (each list taken from its start); any split of R blocks takes R of
+    them, so its largest is at least the greedy's largest (and every value added at the real
+    level is below it)."""
+    lowest = sum(s.lower for s in stages)
+    start = max(low_total, lowest)
+    if start > high_total or sum(s.upper for s in stages) < start:
+        return [INFEASIBLE] * (high_total - low_total + 1)
+    level = _water_level(stages, start)
+    counts = [min(s.upper, max(s.lower, math.floor(s.inverse(level)))) for s in stages]
+    nexts = [(s.g(k + 1), i) for i, (s, k) in enumerate(zip(stages, counts)) if k + 1 <= s.upper]
+    heapq.heapify(nexts)
+    best, total = max(level, max(s.g(k) for s, k in zip(stages, counts))), sum(counts)
+    out = []
+    for wanted in range(low_total, high_total + 1):
+        while total < wanted and nexts:
+            value, i = heapq.heappop(nexts)
+            counts[i] += 1
+            total += 1
+            best = max(best, value)
+            if counts[i] + 1 <= stages[i].upper:
+                heapq.heappush(nexts, (stages[i].g(counts[i] + 1), i))
+        out.append(best if lowest <= wanted <= total else INFEASIBLE)
+    return out
+
+
+def _first_stage_min(terms: CandidateTerms, st: Strategy, stage0: _Stage, levels: list[float],
                      parts: dict[str, float], lower: int, upper: int, modes: dict) -> float:
-    """min over whole n_0 of (m - 1/v) max(T*, g_0(n_0)) + max(G_lb, G_0(n_0)) +
-    max(P_lb, P_0(n_0)), with G_lb, P_lb the split-free bounds of `step_bound_parts`; `modes`
-    holds the (r, D) recompute modes of the "dense" and "moe" kinds (`recompute_modes`)."""
+    """min over whole n_0 in [lower, upper] of (m - 1/v) max(T(n_0), g_0(n_0)) +
+    max(G_lb, G_0(n_0)) + max(P_lb, P_0(n_0)), with T(n_0) = `levels`[n_0 - lower] the smallest
+    max_i t_i of the other stages holding the remaining L - n_0 blocks (and at least T*), and
+    G_lb, P_lb the split-free bounds of `step_bound_parts`; `modes` holds the (r, D) recompute
+    modes of the "dense" and "moe" kinds (`recompute_modes`)."""
     pp, v, m = st.pp, st.vpp, terms.micro_batches
     k, dense, moe = OVERLAP_CONTENTION, terms.dense, terms.moe or terms.dense
     fwd_e, bwd_e = terms.edge_s(0, pp)
@@ -233,13 +268,14 @@ def _first_stage_min(terms: CandidateTerms, st: Strategy, stage0: _Stage, level:
     fwd_c = kind_split(terms, dense.times.fwd, moe.times.fwd)
 
     def h(n: int) -> float:
+        if levels[n - lower] == INFEASIBLE:  # the other stages cannot hold the rest
+            return INFEASIBLE
         grad = n * grad_c[0] + grad_c[1] + gc * first
         gather = n * gather_c[0] + gather_c[1] + pc * first
         if overlap:
             grad = k * grad + max(tail, grad - (n * bwd_c[0] + bwd_c[1] + bwd_e), 0.0)
             gather = k * gather + max(gather - (n * fwd_c[0] + fwd_c[1] + fwd_e), 0.0)
-        return ((m - 1.0 / v) * max(level, stage0.g(n)) + max(parts["grad"], grad)
+        return ((m - 1.0 / v) * max(levels[n - lower], stage0.g(n)) + max(parts["grad"], grad)
                 + max(parts["gather"], gather))
 
-    top = min(upper, math.floor(stage0.upper))
-    return min(h(n) for n in range(lower, max(lower, top) + 1))
+    return min(h(n) for n in range(lower, max(lower, upper) + 1))
